@@ -1,0 +1,1 @@
+"""Shared platform layer: settings, database, job state, object store, images."""

@@ -1,0 +1,137 @@
+"""The FastAPI app factory every service uses: probes, metrics, logs, errors, job endpoints."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Callable, Iterable
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from labelfree import __version__
+from labelfree.core import jobs
+from labelfree.core.db import get_session, ping_database
+from labelfree.core.errors import LabelfreeError
+from labelfree.core.logging import configure_logging, request_id_var
+from labelfree.core.settings import get_settings
+
+log = logging.getLogger("labelfree.http")
+
+REQUEST_LATENCY = Histogram(
+    "labelfree_http_request_duration_seconds", "HTTP request latency", ["service", "method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+IN_FLIGHT = Gauge("labelfree_http_requests_in_flight", "HTTP requests being served", ["service"])
+ERRORS = Counter("labelfree_http_errors_total", "HTTP responses with status >= 400", ["service", "code"])
+
+ReadyCheck = Callable[[], None]
+
+
+def ping_broker() -> None:
+    """Raise if the Celery broker cannot be reached within a second or two."""
+    url = get_settings().broker_url
+    if url.startswith(("redis://", "rediss://")):
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping()
+        return
+    from labelfree.core.celery_app import celery_app
+
+    with celery_app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+
+
+def _error_response(status: int, code: str, detail, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "detail": detail}}, status_code=status, headers=headers)
+
+
+jobs_router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@jobs_router.get("/{job_id}")
+def read_job(job_id: uuid.UUID, session: Session = Depends(get_session)) -> dict:
+    return jobs.job_to_dict(jobs.get_job(session, str(job_id)))
+
+
+@jobs_router.post("/{job_id}/cancel")
+def cancel_job(job_id: uuid.UUID, session: Session = Depends(get_session)) -> dict:
+    return jobs.job_to_dict(jobs.request_cancel(session, str(job_id)))
+
+
+def create_app(name: str, routers: Iterable[APIRouter] = (), ready_checks: Iterable[ReadyCheck] = ()) -> FastAPI:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    app = FastAPI(title=f"labelfree {name}", version=__version__)
+    checks: list[tuple[str, ReadyCheck]] = [("database", ping_database), ("broker", ping_broker)]
+    checks += [(getattr(c, "__name__", "check"), c) for c in ready_checks]
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        IN_FLIGHT.labels(name).inc()
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["x-request-id"] = rid
+            return response
+        finally:
+            elapsed = time.perf_counter() - start
+            IN_FLIGHT.labels(name).dec()
+            route = request.scope.get("route")
+            REQUEST_LATENCY.labels(name, request.method, getattr(route, "path", "unmatched"), str(status)).observe(elapsed)
+            if request.url.path not in ("/healthz", "/readyz", "/metrics"):
+                log.info("request", extra={"method": request.method, "path": request.url.path, "status": status,
+                                           "duration_ms": round(elapsed * 1000, 2), "service": name})
+            request_id_var.reset(token)
+
+    @app.exception_handler(LabelfreeError)
+    async def labelfree_error(_request: Request, exc: LabelfreeError):
+        ERRORS.labels(name, exc.code).inc()
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError):
+        ERRORS.labels(name, "invalid").inc()
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
+        return _error_response(422, "invalid", detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error_response(exc.status_code, code, exc.detail)
+
+    @app.get("/healthz", tags=["probes"])
+    def healthz() -> dict:
+        return {"status": "ok", "service": name, "version": __version__}
+
+    @app.get("/readyz", tags=["probes"])
+    def readyz():
+        failures = {}
+        for check_name, check in checks:
+            try:
+                check()
+            except Exception as exc:  # any failure means not ready; say which
+                failures[check_name] = f"{type(exc).__name__}: {exc}"[:300]
+        if failures:
+            return JSONResponse({"status": "unavailable", "failures": failures}, status_code=503,
+                                headers={"Retry-After": "5"})
+        return {"status": "ready", "service": name}
+
+    @app.get("/metrics", tags=["probes"])
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(jobs_router)
+    for router in routers:
+        app.include_router(router)
+    return app

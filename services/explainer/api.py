@@ -1,0 +1,5 @@
+"""The explainer service's HTTP API."""
+
+from labelfree.core.app import create_app
+
+app = create_app("explainer")
