@@ -33,6 +33,9 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageDecodeError("empty image body")
     try:
         probe = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # Pillow's own guard, far above ours
+        raise ImageDecodeError(f"image is over the limit of {max_pixels} pixels: {exc}",
+                               code="payload_too_large") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"not a decodable image: {exc}") from exc
     width, height = probe.size

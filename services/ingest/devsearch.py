@@ -179,5 +179,5 @@ def make_server(search: DevSearch, host: str = "127.0.0.1", port: int = 0) -> De
 def serve_in_thread(search: DevSearch, host: str = "127.0.0.1", port: int = 0) -> tuple[DevSearchServer, str]:
     """Start a server on a daemon thread; returns it and its Openverse base URL (``.../v1/``)."""
     server = make_server(search, host, port)
-    threading.Thread(target=server.serve_forever, daemon=True, name="devsearch").start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True, name="devsearch").start()
     return server, f"http://{host}:{server.server_address[1]}/v1/"
