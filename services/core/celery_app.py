@@ -70,7 +70,13 @@ def make_celery() -> Celery:
         broker_connection_retry_on_startup=True,
         # Redis redelivers unacknowledged messages (a SIGKILLed worker's) after this long.
         broker_transport_options=(
-            {"visibility_timeout": s.broker_visibility_timeout} if s.broker_url.startswith("redis") else {}
+            {
+                "visibility_timeout": s.broker_visibility_timeout,
+                "unacked_restore_interval": s.broker_restore_interval,
+                "unacked_restore_throttle": 1,
+            }
+            if s.broker_url.startswith("redis")
+            else {}
         ),
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
@@ -176,7 +182,9 @@ def job_task(name: str, queue: str):
         raise ValueError(f"unknown queue {queue!r}; expected one of {QUEUES}")
 
     def decorate(fn: Callable[[str, dict, ProgressFn], dict]):
-        @celery_app.task(name=name, bind=True, queue=queue, acks_late=True, max_retries=MAX_RETRIES)
+        celery_app.conf.task_routes = {**(celery_app.conf.task_routes or {}), name: {"queue": queue}}
+
+        @celery_app.task(name=name, bind=True, acks_late=True, max_retries=MAX_RETRIES)
         def task(self, job_id: str) -> dict:
             return run_job(self, fn, job_id)
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from labelfree.core.settings import normalise_dsn
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -14,7 +16,7 @@ def alembic_config(url: str | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     if url:
-        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+        cfg.set_main_option("sqlalchemy.url", normalise_dsn(url).replace("%", "%%"))
     return cfg
 
 
@@ -32,6 +34,6 @@ def current_heads(url: str | None = None) -> set[str]:
 
     from labelfree.core.settings import get_settings
 
-    engine = create_engine(url or get_settings().database_url)
+    engine = create_engine(normalise_dsn(url) if url else get_settings().database_url)
     with engine.connect() as conn:
         return set(MigrationContext.configure(conn).get_current_heads())

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "password", "dev", "development"}
 
 
-def _normalise_dsn(url: str) -> str:
+def normalise_dsn(url: str) -> str:
     """SQLAlchemy wants ``postgresql+psycopg2://``; people write ``postgres://``."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     job_lease_seconds: int = 120
     # Redis redelivers an unacknowledged message after this long (worker killed with SIGKILL).
     broker_visibility_timeout: int = 3600
+    # Seconds between sweeps that look for such messages.
+    broker_restore_interval: int = 10
     max_upload_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 64_000_000
     max_archive_bytes: int = 4 * 1024**3
@@ -89,7 +91,7 @@ class Settings(BaseSettings):
             if missing:
                 raise ValueError(f"cluster profile needs LABELFREE_{missing[0].upper()}")
             self.inference_backend = self.inference_backend or "triton"
-        self.database_url = _normalise_dsn(self.database_url)
+        self.database_url = normalise_dsn(self.database_url)
         if self.environment == "production":
             for name in ("secret_key", "s3_secret_key"):
                 value = getattr(self, name)
