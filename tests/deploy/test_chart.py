@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.chart import (CHART, CRD_KINDS, KUBE_VERSIONS, all_on_values, by_kind, ci_values, helm,
+from tests.deploy.chart import (CHART, CRD_KINDS, KUBE_VERSIONS, all_on_values, by_kind, ci_values, helm_sdk,
                                 pod_specs, render)
 
 kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed")
@@ -23,7 +23,7 @@ def rendering(request) -> tuple[str, list[dict[str, Any]]]:
 
 def test_helm_lint_has_no_errors_or_unexpected_warnings():
     for values in (None, ci_values(), all_on_values()):
-        report = helm.lint(CHART, values, kube_version="v1.29.0")
+        report = helm_sdk().lint(CHART, values, kube_version="v1.29.0")
         assert report["errors"] == []
         # Subcharts are declared but not vendored: `helm dependency build` needs the network.
         unexpected = [m for m in report["messages"] if m["severity"] >= 2
@@ -71,6 +71,26 @@ def test_crd_objects_have_the_fields_their_controllers_require():
     assert app["spec"]["image"].startswith("labelfree-spark:")
     assert app["spec"]["mainApplicationFile"].startswith("local:///")
     assert app["spec"]["driver"]["serviceAccount"] == "lf-labelfree-spark"
+
+
+def test_crd_objects_match_their_operators_typed_models():
+    """KEDA and Prometheus Operator objects against cloudcoil's models generated from their CRDs.
+
+    The models ignore unknown fields, so a strict check is a round trip: any field the model
+    does not know is dropped and the dump no longer equals the input.
+    """
+    keda = pytest.importorskip("cloudcoil.models.keda.v1alpha1", reason="pip install cloudcoil-models-keda")
+    prom = pytest.importorskip("cloudcoil.models.prometheus_operator.v1",
+                               reason="pip install cloudcoil-models-prometheus-operator")
+    models = {"ScaledObject": keda.ScaledObject, "TriggerAuthentication": keda.TriggerAuthentication,
+              "ServiceMonitor": prom.ServiceMonitor}
+    objects = [o for o in render(all_on_values()) if o["kind"] in models]
+    assert len(objects) == 7
+    for obj in objects:
+        model = models[obj["kind"]].model_validate(obj)
+        assert model.model_dump(by_alias=True, exclude_unset=True, mode="json") == obj, obj["metadata"]["name"]
+    bogus = dict(objects[0], spec=dict(objects[0]["spec"], bogus=1))
+    assert models[bogus["kind"]].model_validate(bogus).model_dump(by_alias=True, exclude_unset=True, mode="json") != bogus
 
 
 def test_worker_replicas_are_left_to_keda_when_it_scales_them():

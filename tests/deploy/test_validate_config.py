@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.deploy.chart import by_kind, ci_values, deep_merge, helm, render
+from tests.deploy.chart import by_kind, ci_values, deep_merge, helm_sdk, render
 
 IMPOSSIBLE = {
     "embedded_profile": ({"config": {"profile": "embedded"}}, "only \"cluster\" is deployable"),
@@ -36,7 +36,7 @@ IMPOSSIBLE = {
 @pytest.mark.parametrize("case", sorted(IMPOSSIBLE))
 def test_validate_config_fails_on_impossible_values(case):
     override, message = IMPOSSIBLE[case]
-    with pytest.raises(helm.HelmError) as err:
+    with pytest.raises(helm_sdk().HelmError) as err:
         render(deep_merge(ci_values(), override))
     assert message in str(err.value)
 
