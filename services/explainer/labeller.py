@@ -1,0 +1,157 @@
+"""Turn a classifier into a box labeller: LIME and/or class-activation evidence -> boxes.
+
+Two evidence sources, each an (H, W) float map at the image's own resolution:
+- LIME (model-agnostic): superpixel ridge weights of the classifier's logit (``lime.explain``).
+- CAM (this classifier family): the graph's ``cam`` output, per-cell logit contribution,
+  averaged over a few input scales. ``cam > 0`` means "this cell alone votes positive",
+  a threshold that comes from the model, not from tuning.
+
+``method`` picks "lime", "cam" or "lime+cam" (CAM cells kept where LIME agrees, see
+``fuse``). If the classifier says the object is absent, there are no boxes.
+
+Conventions: image (H, W, 3) uint8 RGB; boxes (N, 4) float32 xyxy pixels of that image;
+scores (N,) float32 = P(positive) * share of evidence in the box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from labelfree.explainer.boxes import mask_boxes, scale_boxes, select_segments
+from labelfree.explainer.lime import Explanation, Predict, explain
+
+METHODS = ("lime", "cam", "lime+cam")
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Parameters of the labeller (defaults chosen by principle, see bench/results/explainer.md)."""
+
+    method: str = "lime+cam"
+    n_samples: int = 256
+    n_segments: int = 80
+    fill: str = "blur"
+    threshold: float = 0.8          # LIME: cumulative positive-weight share of selected superpixels
+    cam_sizes: tuple[int, ...] = (224, 320, 448)
+    split_h: float | None = 0.5     # watershed split of touching animals (None: connected components only)
+    min_area: float = 0.01
+    min_share: float = 0.05
+    merge_gap: float = 0.05
+    present_below: float = 0.5      # P(positive) under this: no boxes
+    batch_size: int = 64
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.n_samples < 2:
+            raise ValueError(f"n_samples must be >= 2, got {self.n_samples}")
+
+
+@dataclass
+class Labelled:
+    """Boxes for one image plus what produced them (for overlays and reports)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    probability: float
+    evidence: np.ndarray | None = None       # (H, W) float32 map the boxes came from
+    explanation: Explanation | None = None   # LIME result at the model resolution
+    info: dict = field(default_factory=dict)
+
+
+def _resize(image: np.ndarray, side: int) -> np.ndarray:
+    if image.shape[:2] == (side, side):
+        return image
+    return np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
+
+
+def _upsample(values: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a small float map to (H, W) float32."""
+    img = Image.fromarray(np.asarray(values, dtype=np.float32), mode="F")
+    return np.asarray(img.resize((hw[1], hw[0]), Image.BILINEAR), dtype=np.float32)
+
+
+def cam_evidence(image: np.ndarray, run_cam, sizes: tuple[int, ...]) -> tuple[np.ndarray, float, float]:
+    """Multi-scale CAM: mean over ``sizes`` of the upsampled per-cell logit map.
+
+    run_cam: callable (1, S, S, 3) uint8 -> dict with "score" (1,), "logit" (1,), "cam" (1, h, w).
+    Returns (evidence (H, W) float32, P(positive) at the first size, logit at the first size).
+    """
+    maps, prob, logit = [], None, None
+    for side in sizes:
+        out = run_cam(_resize(image, side)[None])
+        if prob is None:
+            prob, logit = float(out["score"][0]), float(out["logit"][0])
+        maps.append(_upsample(out["cam"][0], image.shape[:2]))
+    return np.mean(maps, axis=0).astype(np.float32), prob, logit
+
+
+def fuse(cam: np.ndarray, lime_map: np.ndarray) -> np.ndarray:
+    """LIME+CAM evidence: the CAM where LIME's superpixel weight is not negative, else the LIME map.
+
+    Why: CAM has the shape of the object but leaks onto context at its coarse cells; LIME is
+    sharp at superpixel edges but noisy. Where LIME says a superpixel hurts the logit, trust it.
+    """
+    scale = np.abs(cam).max() / max(np.abs(lime_map).max(), 1e-12)
+    return np.where(lime_map >= 0, cam, lime_map * scale).astype(np.float32)
+
+
+def label_image(image: np.ndarray, *, rng: np.random.Generator, config: LabelConfig = LabelConfig(),
+                predict_logit: Predict | None = None, run_cam=None, model_side: int = 224) -> Labelled:
+    """Boxes for one (H, W, 3) uint8 image.
+
+    predict_logit: (N, S, S, 3) uint8 -> (N,) logits, for LIME (any classifier).
+    run_cam: ONNX-style callable returning score/logit/cam, for CAM methods.
+    model_side: LIME works on the image stretched to (model_side, model_side); boxes are scaled back.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8, got shape {image.shape} dtype {image.dtype}")
+    hw = image.shape[:2]
+    cfg = config
+    needs_lime = cfg.method in ("lime", "lime+cam")
+    needs_cam = cfg.method in ("cam", "lime+cam")
+    if needs_lime and predict_logit is None:
+        raise ValueError(f"method {cfg.method!r} needs predict_logit")
+    if needs_cam and run_cam is None:
+        raise ValueError(f"method {cfg.method!r} needs run_cam")
+
+    cam = prob = None
+    if needs_cam:
+        cam, prob, _ = cam_evidence(image, run_cam, cfg.cam_sizes)
+    small = _resize(image, model_side)
+    if prob is None:
+        base_logit = float(np.asarray(predict_logit(small[None])).reshape(-1)[0])
+        prob = float(1.0 / (1.0 + np.exp(-base_logit)))
+    empty = Labelled(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), prob, info={"absent": True})
+    if prob < cfg.present_below:
+        return empty
+
+    explanation = None
+    if needs_lime:
+        explanation = explain(small, predict_logit, rng=rng, n_segments=cfg.n_segments, n_samples=cfg.n_samples,
+                              fill=cfg.fill, batch_size=cfg.batch_size)
+    if cfg.method == "lime":
+        selected = select_segments(explanation.weights, cfg.threshold)
+        evidence_small = explanation.weight_map()
+        boxes, share = mask_boxes(selected[explanation.segments], evidence_small, min_area=cfg.min_area,
+                                  min_share=cfg.min_share, merge_gap=cfg.merge_gap, split_h=cfg.split_h)
+        boxes = scale_boxes(boxes, small.shape[:2], hw)
+        evidence = _upsample(evidence_small, hw)
+    else:
+        evidence = cam if cfg.method == "cam" else fuse(cam, _upsample_labels(explanation, hw))
+        boxes, share = mask_boxes(evidence > 0, evidence, min_area=cfg.min_area, min_share=cfg.min_share,
+                                  merge_gap=cfg.merge_gap, split_h=cfg.split_h)
+    info = {"absent": False}
+    if explanation is not None:
+        info.update(r2=explanation.r2, intercept=explanation.intercept)
+    return Labelled(boxes, (share * prob).astype(np.float32), prob, evidence, explanation, info)
+
+
+def _upsample_labels(explanation: Explanation, hw: tuple[int, int]) -> np.ndarray:
+    """The LIME weight map at (H, W), nearest-neighbour so superpixel edges stay sharp."""
+    seg = np.asarray(Image.fromarray(explanation.segments.astype(np.int32), mode="I").resize(
+        (hw[1], hw[0]), Image.NEAREST))
+    return explanation.weights.astype(np.float32)[seg]
