@@ -48,6 +48,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     LABELFREE_DATA_DIR=/tmp/labelfree \
     JAVA_HOME=/usr/lib/jvm/java \
+    SPARK_HOME=/opt/venv/lib/python3.11/site-packages/pyspark \
     PYSPARK_PYTHON=/opt/venv/bin/python \
     PYSPARK_DRIVER_PYTHON=/opt/venv/bin/python
 COPY --chmod=0755 docker/spark-entrypoint.sh /opt/spark-entrypoint.sh

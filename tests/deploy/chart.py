@@ -9,6 +9,8 @@ in the tests instead.
 from __future__ import annotations
 
 import copy
+import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +70,15 @@ def all_on_values() -> dict[str, Any]:
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Render the chart as an install would and return every object, hooks included.
 
-    Raises helm_python.HelmRenderError when a template (e.g. validateConfig) fails.
+    Raises helm_python.HelmRenderError when a template (e.g. validateConfig) fails. Results
+    are cached per values (renders are the slow part of these tests); callers get a copy.
     """
+    return copy.deepcopy(_render_cached(json.dumps(values, sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=32)
+def _render_cached(values_json: str) -> list[dict[str, Any]]:
+    values = json.loads(values_json)
     with helm_sdk().Chart.load(CHART) as chart:
         manifests = chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
     objects: list[dict[str, Any]] = []
@@ -85,6 +94,7 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """(object name, pod spec) for every Deployment and Job."""
-    return [(o["metadata"]["name"], o["spec"]["template"]["spec"])
-            for o in objects if o["kind"] in ("Deployment", "Job")]
+    """(object name, pod spec) for every Deployment, Job and bare Pod (the helm test)."""
+    specs = [(o["metadata"]["name"], o["spec"]["template"]["spec"])
+             for o in objects if o["kind"] in ("Deployment", "Job")]
+    return specs + [(o["metadata"]["name"], o["spec"]) for o in objects if o["kind"] == "Pod"]

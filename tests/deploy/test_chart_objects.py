@@ -207,6 +207,13 @@ def test_network_policies_deny_by_default_then_allow_named_flows(all_on):
     assert "lf-labelfree-egress-spark" in policies
 
 
+def test_helm_test_pod_checks_healthz_of_every_enabled_api(ci):
+    (pod,) = by_kind(ci, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    urls = pod["spec"]["containers"][0]["command"][3:]
+    assert urls == [f"http://lf-labelfree-{svc}:8000/healthz" for svc in APIS]
+
+
 def test_ingress_routes_each_host_to_an_existing_service(all_on):
     services = {s["metadata"]["name"] for s in by_kind(all_on, "Service")}
     (ing,) = by_kind(all_on, "Ingress")

@@ -124,6 +124,9 @@ by reference, and the pod's own name for Spark (driver pods are owned by it).
     name: {{ include "labelfree.fullname" . }}-config
 {{- end }}
 
+{{/*
+Secret env plus the pod name (logs and Spark driver names carry it) and operator extras.
+*/}}
 {{- define "labelfree.env" -}}
 {{ include "labelfree.secretEnv" . }}
 - name: POD_NAME
@@ -141,6 +144,10 @@ changes, since envFrom is only read at container start.
 checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
 {{- end }}
 
+{{/*
+Pod spec fields every labelfree pod shares; scheduling values apply chart-wide so that one
+nodeSelector moves the whole release (Triton has its own, for GPU nodes).
+*/}}
 {{- define "labelfree.podCommon" -}}
 {{- with .Values.images.pullSecrets }}
 imagePullSecrets:
@@ -172,6 +179,9 @@ library caches) is an emptyDir with a size limit.
     sizeLimit: {{ .Values.tmpSizeLimit }}
 {{- end }}
 
+{{/*
+Mount for labelfree.tmpVolume; the images set HOME and LABELFREE_DATA_DIR under /tmp.
+*/}}
 {{- define "labelfree.tmpMount" -}}
 - name: tmp
   mountPath: /tmp
