@@ -1,0 +1,101 @@
+"""Folder in, DET_DIR out: boxes.json + images -> trained, exported, checked detector.
+
+The one function the CLI and the Celery task both call. DET_DIR receives ``model.onnx``,
+``manifest.json``, ``metrics.json``, ``triton/labelfree_detector/{config.pbtxt,1/model.onnx}``
+and ``checkpoints/`` (resumable training state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import Callable, Sequence
+
+import labelfree
+from labelfree.trainer.detector.data import DetectionDataset, collate, load_coco_boxes, negative_samples
+from labelfree.trainer.detector.export import (
+    TRITON_NAME,
+    build_manifest,
+    check_onnx,
+    export_onnx,
+    write_json,
+    write_triton_repository,
+)
+from labelfree.trainer.detector.train import TrainConfig, train_detector
+
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(labelfree.__file__).parent,
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return f"{labelfree.__version__}+{rev}" if rev else labelfree.__version__
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
+                   negatives: Sequence[str | Path] = (), config: TrainConfig | None = None,
+                   instance_kind: str = "cpu", pool_kernel: int = 3, min_box_score: float = 0.0,
+                   resume: bool = True, show_progress: bool = True, provenance: dict | None = None,
+                   progress: Callable[[float], None] | None = None) -> dict:
+    """Train on ``boxes`` (COCO-style, ``file_name`` relative to ``images``), export to ``out``.
+
+    ``negatives``: extra folders of images without the object. ``instance_kind``: ``cpu`` or
+    ``gpu`` for the Triton instance group. ``provenance`` (ids of the boxes, images, classifier
+    and explainer run) is stored in the manifest. Returns the manifest.
+    """
+    config = config or TrainConfig()
+    images, boxes, out = Path(images), Path(boxes), Path(out)
+    if not images.is_dir():
+        raise ValueError(f"--images {images} is not a directory")
+    if not boxes.is_file():
+        raise ValueError(f"--boxes {boxes} is not a file")
+    samples, labels, category_ids = load_coco_boxes(boxes, images, min_score=min_box_score)
+    positives = [s for s in samples if not s.is_negative]
+    extra_negatives = negative_samples(negatives) if negatives else []
+    all_negatives = [s for s in samples if s.is_negative] + extra_negatives
+    out.mkdir(parents=True, exist_ok=True)
+
+    report = (lambda share: progress(0.9 * share)) if progress else None
+    result = train_detector(positives, all_negatives, len(labels), out, config, resume=resume,
+                            show_progress=show_progress, progress=report)
+    onnx_path = export_onnx(result.detector, out / "model.onnx", input_size=config.input_size,
+                            top_k=config.top_k, pool_kernel=pool_kernel)
+    check_samples = [s for s in positives[:4]] + all_negatives[:1]
+    check_set = DetectionDataset(check_samples, config.input_size, train=False)
+    check_images = collate([check_set[i] for i in range(len(check_set))])[0].numpy()
+    diff = check_onnx(result.detector, onnx_path, check_images, top_k=config.top_k, pool_kernel=pool_kernel)
+    triton_dir = write_triton_repository(onnx_path, out / "triton", input_size=config.input_size,
+                                         top_k=config.top_k, instance_kind=instance_kind,
+                                         max_batch_size=max(config.batch_size, 32))
+    metrics = {"validation": result.metrics, "history": result.history,
+               "note": "validation is against held-out pseudo-boxes (the teacher), not human boxes"}
+    training = {
+        "images": str(images.resolve()), "boxes": str(boxes.resolve()), "boxes_sha256": _sha256(boxes),
+        "negatives": [str(Path(n).resolve()) for n in negatives],
+        "n_positive": len(positives), "n_negative": len(all_negatives),
+        "n_train": len(result.train_files), "n_val": len(result.val_files),
+        "config": dataclasses.asdict(config), "provenance": provenance or {},
+    }
+    manifest = build_manifest(
+        result.detector, input_size=config.input_size, top_k=config.top_k, pool_kernel=pool_kernel,
+        labels=labels, category_ids=category_ids, training=training, metrics=result.metrics,
+        onnx_check_max_abs_diff=diff, code_version=code_version(),
+        triton={"name": TRITON_NAME, "repository": "triton", "instance_kind": instance_kind})
+    write_json(out / "manifest.json", manifest)
+    write_json(out / "metrics.json", metrics)
+    if progress:
+        progress(1.0)
+    return manifest
+

@@ -1,0 +1,85 @@
+"""``labelfree train-detector`` and ``labelfree detect`` (merged into the main CLI).
+
+Bad input ends with a one-line reason and exit status 2 (ValueError and LabelfreeError are
+turned into that by the main CLI; here the same happens when the module runs alone).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command("train-detector")
+def train_detector_cmd(
+    images: Path = typer.Option(..., "--images", help="folder the boxes' file_name values are relative to"),
+    boxes: Path = typer.Option(..., "--boxes", help="COCO-style boxes.json (e.g. from `labelfree explain`)"),
+    out: Path = typer.Option(..., "--out", help="DET_DIR to write"),
+    neg: Optional[List[Path]] = typer.Option(None, "--neg", help="folder of images without the object (repeatable)"),
+    epochs: int = typer.Option(6, min=1),
+    input_size: int = typer.Option(256, "--input-size", help="S of the S x S model input (multiple of 32)"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    backbone_mode: str = typer.Option("auto", "--backbone-mode", help="frozen, top, all or auto"),
+    instance_kind: str = typer.Option("cpu", "--instance-kind", help="Triton instance group: cpu or gpu"),
+    seed: int = typer.Option(0),
+    resume: bool = typer.Option(True, help="continue from DET_DIR/checkpoints/last.pt when present"),
+) -> None:
+    """Train a detector on pseudo-boxes and export it (ONNX + Triton repository)."""
+    from labelfree.trainer.detector.build import build_detector
+    from labelfree.trainer.detector.train import TrainConfig
+
+    if instance_kind not in ("cpu", "gpu"):
+        _fail(f"--instance-kind must be cpu or gpu, got {instance_kind!r}")
+    try:
+        config = TrainConfig(input_size=input_size, epochs=epochs, batch_size=batch_size, device=device,
+                             backbone_mode=backbone_mode, seed=seed)
+        config.validate()
+        manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,
+                                  instance_kind=instance_kind, resume=resume)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    metrics = manifest["metrics"]
+    typer.echo(f"wrote {out} (val vs pseudo-boxes: " + ", ".join(
+        f"{k.removeprefix('val_')}={v:.3f}" for k, v in metrics.items() if k.startswith("val_")) + ")", err=True)
+
+
+@app.command("detect")
+def detect_cmd(
+    model: Path = typer.Option(..., "--model", help="DET_DIR from train-detector"),
+    images: Path = typer.Option(..., "--images", help="folder of images (read recursively)"),
+    out: Path = typer.Option(..., "--out", help="detections.json (MegaDetector batch format 1.x)"),
+    threshold: float = typer.Option(0.1, min=0.0, max=1.0, help="keep detections with conf >= this"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    threads: Optional[int] = typer.Option(None, help="ONNX Runtime intra-op threads"),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="also write one CSV row per detection"),
+) -> None:
+    """Detect objects in a folder and write MegaDetector-format JSON (``file`` relative to --images)."""
+    from labelfree.core.megadetector import write_csv
+    from labelfree.trainer.detector.infer import detect_folder
+
+    try:
+        doc = detect_folder(model, images, threshold=threshold, batch_size=batch_size, threads=threads)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    if csv is not None:
+        write_csv(doc, csv)
+    failed = sum(1 for im in doc["images"] if im.get("failure"))
+    found = sum(len(im["detections"] or []) for im in doc["images"])
+    typer.echo(f"wrote {out}: {len(doc['images'])} images, {found} detections, {failed} failed", err=True)
+
+
+if __name__ == "__main__":
+    app()

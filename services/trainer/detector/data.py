@@ -1,0 +1,199 @@
+"""Detector training data: COCO-style pseudo-boxes, negatives, augmentation, batches.
+
+A :class:`Sample` holds ``boxes`` ``(M, 4)`` float32 xyxy in PIXELS of the decoded image
+(EXIF-oriented, as :func:`labelfree.core.images.load_rgb` gives it) and ``labels`` ``(M,)``
+int64 class indices; a negative has ``M = 0``. Batches hold uint8 ``(S, S, 3)`` images
+stretched to ``S x S`` (the deployed model's input) and boxes normalised xyxy in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from labelfree.core.images import iter_image_files, load_rgb
+
+# Fill for zoomed-out borders: the ImageNet mean colour, which the backbone sees as "nothing".
+FILL_RGB = (124, 116, 104)
+
+
+@dataclass
+class Sample:
+    path: Path
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def is_negative(self) -> bool:
+        return len(self.boxes) == 0
+
+
+def load_coco_boxes(boxes_json: str | Path, images_root: str | Path, *,
+                    min_score: float = 0.0) -> tuple[list[Sample], list[str], list[int]]:
+    """Read COCO-style boxes (``bbox`` = ``[x, y, w, h]`` pixels, ``file_name`` relative to ``images_root``).
+
+    Returns (samples, class names, COCO category ids), classes in the order of ``categories``.
+    An image listed without annotations (or whose boxes all fall below ``min_score``) is a
+    negative. Raises ValueError naming a missing file, unknown image id or category.
+    """
+    root = Path(images_root)
+    data = json.loads(Path(boxes_json).read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{boxes_json}: not COCO-style boxes (no 'images' list)")
+    categories = data.get("categories") or [{"id": 1, "name": "object"}]
+    cat_ids = [int(c["id"]) for c in categories]
+    index_of = {cid: i for i, cid in enumerate(cat_ids)}
+    per_image: dict[int, list] = {}
+    for im in data["images"]:
+        per_image[int(im["id"])] = []
+    for ann in data.get("annotations", []):
+        image_id = int(ann["image_id"])
+        if image_id not in per_image:
+            raise ValueError(f"{boxes_json}: annotation refers to unknown image_id {image_id}")
+        category = int(ann.get("category_id", cat_ids[0]))
+        if category not in index_of:
+            raise ValueError(f"{boxes_json}: unknown category_id {category}")
+        if float(ann.get("score", 1.0)) < min_score:
+            continue
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        if w > 0 and h > 0:
+            per_image[image_id].append((x, y, x + w, y + h, index_of[category]))
+    samples = []
+    for im in data["images"]:
+        path = root / im["file_name"]
+        if not path.is_file():
+            raise ValueError(f"{boxes_json}: image {im['file_name']!r} is not under {root}")
+        rows = np.array(per_image[int(im["id"])], np.float64).reshape(-1, 5)
+        samples.append(Sample(path, rows[:, :4].astype(np.float32), rows[:, 4].astype(np.int64)))
+    return samples, [str(c.get("name", c["id"])) for c in categories], cat_ids
+
+
+def negative_samples(roots: Iterable[str | Path]) -> list[Sample]:
+    """Every image under ``roots`` as a negative (no boxes)."""
+    return [Sample(path) for path in iter_image_files(roots)]
+
+
+def stretch_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> ``(size, size, 3)`` uint8, stretched (the deployed model's input)."""
+    return np.array(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def _crop_window(width: float, height: float, keep: np.ndarray | None, rng: np.random.Generator,
+                 min_side: float) -> tuple[float, float, float, float]:
+    """A random window containing ``keep`` (xyxy union of the boxes) with sides >= ``min_side`` of the image."""
+    if keep is None:
+        cw, ch = rng.uniform(min_side, 1.0) * width, rng.uniform(min_side, 1.0) * height
+        x0, y0 = rng.uniform(0, width - cw), rng.uniform(0, height - ch)
+        return x0, y0, x0 + cw, y0 + ch
+    kx0, ky0, kx1, ky1 = keep
+    x0 = rng.uniform(0, max(kx0, 0.0))
+    y0 = rng.uniform(0, max(ky0, 0.0))
+    x1 = rng.uniform(min(kx1, width), width)
+    y1 = rng.uniform(min(ky1, height), height)
+    # Grow a window that came out too small back towards the full image.
+    if x1 - x0 < min_side * width:
+        x0, x1 = 0.0, width
+    if y1 - y0 < min_side * height:
+        y0, y1 = 0.0, height
+    return x0, y0, x1, y1
+
+
+def augment(image: np.ndarray, boxes: np.ndarray, size: int, rng: np.random.Generator, *,
+            flip_p: float = 0.5, zoom_out_p: float = 0.3, max_zoom_out: float = 1.6, crop_p: float = 0.5,
+            min_crop_side: float = 0.4, jitter: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Random view of one image: zoom-out (scale jitter), box-keeping crop, flip, brightness/contrast.
+
+    ``image`` ``(H, W, 3)`` uint8; ``boxes`` ``(M, 4)`` xyxy pixels. Returns the ``(size, size, 3)``
+    uint8 view and ``(M, 4)`` boxes normalised xyxy; every box stays whole (crops contain them all).
+    """
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3), got {image.shape}")
+    h, w = image.shape[:2]
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
+    pil = Image.fromarray(image)
+    if rng.random() < zoom_out_p:
+        # Paste onto a larger canvas: objects get smaller, as in wider camera-trap shots.
+        z = rng.uniform(1.0, max_zoom_out)
+        cw, ch = int(round(w * z)), int(round(h * z))
+        ox, oy = int(rng.integers(0, cw - w + 1)), int(rng.integers(0, ch - h + 1))
+        canvas = Image.new("RGB", (cw, ch), FILL_RGB)
+        canvas.paste(pil, (ox, oy))
+        pil, w, h = canvas, cw, ch
+        boxes += [ox, oy, ox, oy]
+    window = (0.0, 0.0, float(w), float(h))
+    if rng.random() < crop_p:
+        keep = (boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()) if len(boxes) else None
+        window = _crop_window(w, h, None if keep is None else np.array(keep), rng, min_crop_side)
+    x0, y0, x1, y1 = window
+    out = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR, box=window))
+    norm = (boxes - [x0, y0, x0, y0]) / [x1 - x0, y1 - y0, x1 - x0, y1 - y0]
+    norm = np.clip(norm, 0.0, 1.0)
+    if rng.random() < flip_p:
+        out = out[:, ::-1]
+        norm = np.stack([1 - norm[:, 2], norm[:, 1], 1 - norm[:, 0], norm[:, 3]], axis=1)
+    if jitter > 0:
+        gain = rng.uniform(1 - jitter, 1 + jitter)
+        bias = rng.uniform(-jitter, jitter) * 64
+        mean = out.mean()
+        out = np.clip((out.astype(np.float32) - mean) * gain + mean + bias, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(out), norm.astype(np.float32).reshape(-1, 4)
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """Samples -> (uint8 ``(S, S, 3)`` tensor, ``(M, 4)`` normalised xyxy, ``(M,)`` labels).
+
+    Randomness is a function of (seed, epoch, index), so a resumed run sees the same views
+    and data-loader workers need no shared generator.
+    """
+
+    def __init__(self, samples: list[Sample], size: int, *, train: bool, seed: int = 0):
+        if size % 32:
+            raise ValueError(f"input size must be a multiple of 32, got {size}")
+        self.samples = samples
+        self.size = size
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sample = self.samples[i]
+        image = load_rgb(sample.path)
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            view, boxes = augment(image, sample.boxes, self.size, rng)
+        else:
+            h, w = image.shape[:2]
+            view = stretch_resize(image, self.size)
+            boxes = (sample.boxes / np.array([w, h, w, h], np.float32)).astype(np.float32).reshape(-1, 4)
+        return torch.from_numpy(view), torch.from_numpy(boxes), torch.from_numpy(sample.labels.copy())
+
+
+def collate(batch: list) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
+    """Stack images ``(N, S, S, 3)`` uint8; keep per-image boxes and labels as numpy lists."""
+    images = torch.stack([b[0] for b in batch])
+    return images, [b[1].numpy() for b in batch], [b[2].numpy() for b in batch]
+
+
+def epoch_order(n_positive: int, n_negative: int, neg_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices for one epoch: every positive once, plus negatives making up ``neg_fraction`` of
+    the epoch (sampled without replacement while they last), shuffled together so each batch
+    mixes both. Positives are ``0..n_positive-1``, negatives follow."""
+    if not 0.0 <= neg_fraction < 1.0:
+        raise ValueError(f"neg_fraction must be in [0, 1), got {neg_fraction}")
+    want = int(round(n_positive * neg_fraction / (1.0 - neg_fraction))) if n_negative else 0
+    negatives = n_positive + rng.choice(n_negative, size=min(want, n_negative), replace=False) if want else []
+    order = np.concatenate([np.arange(n_positive), np.asarray(negatives, dtype=np.int64)])
+    rng.shuffle(order)
+    return order

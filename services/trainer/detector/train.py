@@ -1,0 +1,313 @@
+"""Train the detector on (pseudo-)boxes: pure function, arguments only, no settings.
+
+CPU strategy: the pretrained backbone stays frozen and its feature pyramid is computed by
+ONNX Runtime (several times faster than eager PyTorch on CPU); only the neck and head train.
+On CUDA the whole network trains end to end with mixed precision.
+
+Each epoch ends with validation on held-out images (their pseudo-boxes) and a checkpoint
+(``checkpoints/last.pt``); calling again with ``resume=True`` continues from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from labelfree.core.backbone import load_backbone
+from labelfree.trainer.detector.boxops import match_ap, top_box_iou
+from labelfree.trainer.detector.data import DetectionDataset, Sample, collate, epoch_order
+from labelfree.trainer.detector.loss import build_targets, detection_loss
+from labelfree.trainer.detector.model import Detector, PyramidModel, decode
+
+BACKBONE_MODES = ("frozen", "top", "all")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters. ``backbone_mode``: ``frozen`` | ``top`` (last stage trains) | ``all``;
+    ``auto`` device picks CUDA when present; ``feature_runtime`` ``auto`` uses ONNX Runtime
+    for a frozen backbone on CPU."""
+
+    input_size: int = 256
+    epochs: int = 6
+    batch_size: int = 16
+    lr: float = 3e-3
+    backbone_lr_scale: float = 0.1
+    weight_decay: float = 1e-4
+    width: int = 32
+    head_depth: int = 2
+    out_stride: int = 8
+    backbone: str = "efficientnet-lite0"
+    backbone_mode: str = "auto"
+    neg_fraction: float = 0.2
+    val_fraction: float = 0.1
+    max_val: int = 200
+    top_k: int = 100
+    device: str = "auto"
+    amp: bool = True
+    feature_runtime: str = "auto"
+    num_workers: int = 0
+    threads: int | None = None
+    seed: int = 0
+    max_steps: int | None = None
+    augment: bool = True
+
+    def validate(self) -> None:
+        if self.input_size % 32 or self.input_size < 64:
+            raise ValueError(f"input_size must be a multiple of 32 and >= 64, got {self.input_size}")
+        if self.backbone_mode not in BACKBONE_MODES + ("auto",):
+            raise ValueError(f"backbone_mode {self.backbone_mode!r} not in {BACKBONE_MODES + ('auto',)}")
+        if self.feature_runtime not in ("auto", "torch", "onnxruntime"):
+            raise ValueError(f"feature_runtime {self.feature_runtime!r} not in auto/torch/onnxruntime")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class TrainResult:
+    detector: Detector
+    config: TrainConfig
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    train_files: list[str] = field(default_factory=list)
+    val_files: list[str] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class _Features:
+    """``[C3, C4, C5]`` for a uint8 batch: ONNX Runtime for a frozen CPU backbone, else PyTorch."""
+
+    def __init__(self, detector: Detector, size: int, device: torch.device, use_ort: bool, work_dir: Path,
+                 threads: int):
+        self.detector, self.device, self.session = detector, device, None
+        if use_ort:
+            import onnxruntime as ort
+
+            path = work_dir / f"backbone_pyramid_{size}.onnx"
+            if not path.is_file():
+                example = torch.zeros(1, size, size, 3, dtype=torch.uint8)
+                torch.onnx.export(PyramidModel(detector.backbone).eval(), (example,), str(path),
+                                  input_names=["images"], output_names=["c3", "c4", "c5"],
+                                  dynamic_axes={"images": {0: "n"}}, opset_version=17, dynamo=False)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        from labelfree.core.backbone import preprocess_uint8
+
+        if self.session is not None:
+            return [torch.from_numpy(f) for f in self.session.run(None, {"images": images.numpy()})]
+        return self.detector.backbone.pyramid(preprocess_uint8(images.to(self.device, non_blocking=True)))
+
+
+def _set_trainable(detector: Detector, mode: str) -> list[dict]:
+    """Freeze per ``mode``; return optimizer parameter groups (backbone at a lower rate)."""
+    detector.backbone.requires_grad_(mode == "all")
+    backbone_params: list = []
+    if mode == "top":
+        # The last stride-32 stage: the most task-specific features, cheapest to adapt.
+        last = detector.backbone._taps[-2] + 1 if hasattr(detector.backbone, "_taps") else None
+        blocks = getattr(detector.backbone, "blocks", None)
+        if blocks is None or last is None:
+            raise ValueError(f"backbone_mode 'top' is not supported for {detector.backbone.name}")
+        for block in list(blocks)[last:]:
+            block.requires_grad_(True)
+            backbone_params += list(block.parameters())
+    elif mode == "all":
+        backbone_params = list(detector.backbone.parameters())
+    groups = [{"params": detector.head_parameters(), "lr_scale": 1.0}]
+    if backbone_params:
+        groups.append({"params": backbone_params, "lr_scale": None})
+    return groups
+
+
+def _train_mode(detector: Detector, mode: str) -> None:
+    detector.train()
+    if mode != "all":
+        # Keep the pretrained BN statistics: small CPU batches would only corrupt them.
+        detector.backbone.eval()
+
+
+@torch.no_grad()
+def predict_batches(detector: Detector, features: _Features, loader, top_k: int,
+                    device: torch.device) -> tuple[list, list, list, list, float]:
+    """Decoded top-K per image (normalised xyxy, scores), truths, and mean validation loss."""
+    detector.eval()
+    boxes, scores, truths, labels, losses = [], [], [], [], []
+    for images, true_boxes, true_labels in loader:
+        heat, ltrb = detector.forward_pyramid([f.to(device) for f in features(images)])
+        h, w = heat.shape[-2:]
+        targets = build_targets(true_boxes, true_labels, detector.num_classes, h, w).to(device)
+        losses.append(float(detection_loss(heat, ltrb, targets)[0]))
+        b, s, _ = decode(heat, ltrb, top_k)
+        boxes += list(b.cpu().numpy())
+        scores += list(s.cpu().numpy())
+        truths += true_boxes
+        labels += true_labels
+    return boxes, scores, truths, labels, float(np.mean(losses)) if losses else float("nan")
+
+
+def localisation_metrics(boxes: list, scores: list, truths: list) -> dict[str, float]:
+    """AP@0.5, CorLoc and mean top-box IoU of predictions against (pseudo-)truths, positives only."""
+    keep = [i for i, t in enumerate(truths) if len(t)]
+    ious = top_box_iou([boxes[i] for i in keep], [scores[i] for i in keep], [truths[i] for i in keep])
+    return {"ap50": match_ap(boxes, scores, truths), "corloc": float((ious >= 0.5).mean()) if keep else 0.0,
+            "miou": float(ious.mean()) if keep else 0.0}
+
+
+def _selection_score(record: dict) -> float:
+    """Checkpoint choice: agreement with held-out pseudo-boxes (AP@0.5 and mean IoU, since AP
+    saturates on easy data); the training loss when there is no validation split."""
+    if "val_ap50" in record:
+        return record["val_ap50"] + record["val_miou"]
+    return -record["train_loss"]
+
+
+def _split(samples: list[Sample], fraction: float, limit: int, rng: np.random.Generator):
+    if fraction <= 0 or len(samples) < 5:
+        return samples, []
+    order = rng.permutation(len(samples))
+    n_val = min(limit, max(1, int(round(len(samples) * fraction))))
+    return [samples[i] for i in order[n_val:]], [samples[i] for i in order[:n_val]]
+
+
+def train_detector(positives: list[Sample], negatives: list[Sample], num_classes: int, work_dir: str | Path,
+                   config: TrainConfig | None = None, *, resume: bool = True, show_progress: bool = True,
+                   progress: Callable[[float], None] | None = None) -> TrainResult:
+    """Train on ``positives`` (samples with boxes) and ``negatives`` (images without); see module doc.
+
+    ``work_dir`` receives ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (best validation
+    AP@0.5 against held-out pseudo-boxes); the returned detector carries the best weights.
+    ``progress`` gets the finished share of training in [0, 1] after each epoch.
+    """
+    config = config or TrainConfig()
+    config.validate()
+    if not positives:
+        raise ValueError("no images with boxes to train on")
+    device = resolve_device(config.device)
+    mode = config.backbone_mode if config.backbone_mode != "auto" else ("all" if device.type == "cuda" else "frozen")
+    threads = config.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    work = Path(work_dir)
+    (work / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    train_pos, val_pos = _split(positives, config.val_fraction, config.max_val, rng)
+    train_neg, val_neg = _split(negatives, config.val_fraction, config.max_val // 4, rng)
+    train_samples = train_pos + train_neg
+    detector = Detector(load_backbone(config.backbone), num_classes, width=config.width,
+                        head_depth=config.head_depth, out_stride=config.out_stride).to(device)
+    groups = _set_trainable(detector, mode)
+    for g in groups:
+        g["lr"] = config.lr * (g["lr_scale"] or config.backbone_lr_scale)
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    use_ort = config.feature_runtime == "onnxruntime" or (
+        config.feature_runtime == "auto" and mode == "frozen" and device.type == "cpu")
+    if use_ort and mode != "frozen":
+        raise ValueError("feature_runtime 'onnxruntime' needs backbone_mode 'frozen'")
+    features = _Features(detector, config.input_size, device, use_ort, work / "checkpoints", threads)
+    amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    train_set = DetectionDataset(train_samples, config.input_size, train=config.augment, seed=config.seed)
+    val_set = DetectionDataset(val_pos + val_neg, config.input_size, train=False)
+    n_neg_used = min(len(train_neg), round(len(train_pos) * config.neg_fraction / (1 - config.neg_fraction)))
+    steps_per_epoch = max(1, (len(train_pos) + n_neg_used) // config.batch_size)
+    total_steps = config.max_steps or steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(total_steps, 1), pct_start=0.1)
+
+    start_epoch, step, history, best = 0, 0, [], -1.0
+    last_path, best_path = work / "checkpoints" / "last.pt", work / "checkpoints" / "best.pt"
+    if resume and last_path.is_file():
+        state = torch.load(last_path, map_location=device, weights_only=False)
+        if state["config"] != dataclasses.asdict(config):
+            raise ValueError(f"{last_path} was written with a different config; delete it or pass resume=False")
+        detector.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, step, history, best = state["epoch"] + 1, state["step"], state["history"], state["best"]
+
+    for epoch in range(start_epoch, config.epochs):
+        if step >= total_steps:
+            break
+        train_set.set_epoch(epoch)
+        order = epoch_order(len(train_pos), len(train_neg), config.neg_fraction if train_neg else 0.0,
+                            np.random.default_rng([config.seed, epoch]))
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(train_set, order.tolist()), batch_size=config.batch_size, shuffle=False,
+            collate_fn=collate, num_workers=config.num_workers, pin_memory=device.type == "cuda",
+            drop_last=len(order) > config.batch_size)
+        _train_mode(detector, mode)
+        started, seen, sums = time.perf_counter(), 0, {"loss": 0.0, "heat": 0.0, "giou": 0.0}
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show_progress, leave=False)
+        for images, boxes, labels in bar:
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                if mode == "frozen":
+                    with torch.no_grad():
+                        feats = [f.to(device, non_blocking=True) for f in features(images)]
+                    heat, ltrb = detector.forward_pyramid(feats)
+                else:
+                    heat, ltrb = detector.forward_pyramid(features(images))
+                targets = build_targets(boxes, labels, num_classes, *heat.shape[-2:]).to(device)
+                loss, parts = detection_loss(heat, ltrb, targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            seen += len(images)
+            sums["loss"] += float(loss.detach())
+            sums["heat"] += parts["heat"]
+            sums["giou"] += parts["giou"]
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            if step >= total_steps:
+                break
+        elapsed = time.perf_counter() - started
+        n_batches = max(1, -(-seen // config.batch_size))
+        record = {"epoch": epoch + 1, "step": step, "images_per_s": seen / max(elapsed, 1e-9),
+                  **{f"train_{k}": v / n_batches for k, v in sums.items()}}
+        if len(val_set):
+            val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.batch_size, collate_fn=collate,
+                                                     num_workers=config.num_workers)
+            b, s, t, _, val_loss = predict_batches(detector, features, val_loader, config.top_k, device)
+            record.update({"val_loss": val_loss, **{f"val_{k}": v for k, v in localisation_metrics(b, s, t).items()}})
+        history.append(record)
+        score = _selection_score(record)
+        if score > best:
+            best = score
+            torch.save({"model": detector.state_dict(), "epoch": epoch, "record": record}, best_path)
+        torch.save({"model": detector.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                    "step": step, "history": history, "best": best, "config": dataclasses.asdict(config)}, last_path)
+        if show_progress:
+            tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
+        if progress is not None:
+            progress(min(1.0, (epoch + 1) / config.epochs))
+
+    if best_path.is_file():
+        detector.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])
+    detector.eval()
+    best_record = max(history, key=_selection_score) if history else {}
+    return TrainResult(detector.cpu(), config, history, dict(best_record),
+                       [str(s.path) for s in train_samples], [str(s.path) for s in val_pos + val_neg])

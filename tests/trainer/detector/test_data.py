@@ -1,0 +1,54 @@
+import json
+
+import numpy as np
+import pytest
+
+from labelfree.trainer.detector.data import augment, epoch_order, load_coco_boxes
+from labelfree.trainer.detector.loss import image_targets
+from tests.trainer.detector.synthetic import make_image
+
+
+def test_augment_keeps_every_box_on_its_object():
+    rng = np.random.default_rng(1)
+    for trial in range(20):
+        image, boxes = make_image(128, 2, rng)
+        view, norm = augment(image, boxes, 64, rng, zoom_out_p=0.5, crop_p=0.8, jitter=0.0)
+        assert view.shape == (64, 64, 3) and view.dtype == np.uint8
+        assert norm.shape == (2, 4) and (norm >= 0).all() and (norm <= 1).all()
+        for x0, y0, x1, y1 in norm * 64:
+            # The ellipse centre is bright in the view: the box moved with the pixels.
+            assert view[int((y0 + y1) / 2), int((x0 + x1) / 2)].mean() > 150, trial
+
+
+def test_augment_rejects_bad_image():
+    with pytest.raises(ValueError, match="H, W, 3"):
+        augment(np.zeros((10, 10), np.uint8), np.zeros((0, 4)), 32, np.random.default_rng(0))
+
+
+def test_epoch_order_mixes_requested_share_of_negatives():
+    order = epoch_order(80, 100, 0.2, np.random.default_rng(0))
+    assert len(order) == 100 and (order >= 80).sum() == 20
+    assert set(order[order < 80]) == set(range(80))
+    assert len(epoch_order(10, 0, 0.2, np.random.default_rng(0))) == 10
+
+
+def test_targets_peak_at_the_centre_cell():
+    heat, box, weight = image_targets(np.array([[0.25, 0.25, 0.75, 0.75]]), np.array([0]), 1, 16, 16)
+    assert heat.max() == 1.0 and heat[0, 8, 8] == 1.0
+    assert weight[8, 8] > 0 and np.allclose(box[8, 8], [0.25, 0.25, 0.75, 0.75])
+    assert weight[0, 0] == 0
+
+
+def test_load_coco_boxes_names_missing_file(tmp_path):
+    (tmp_path / "boxes.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "gone.jpg"}],
+                                                     "annotations": [], "categories": [{"id": 1, "name": "x"}]}))
+    with pytest.raises(ValueError, match="gone.jpg"):
+        load_coco_boxes(tmp_path / "boxes.json", tmp_path)
+
+
+def test_load_coco_boxes_reads_pixels_and_negatives(synthetic):
+    samples, names, ids = load_coco_boxes(synthetic["boxes"], synthetic["images"])
+    assert names == ["blob"] and ids == [1]
+    assert sum(s.is_negative for s in samples) == 2
+    first = samples[0]
+    assert np.allclose(first.boxes, synthetic["truths"][first.path.relative_to(synthetic["images"]).as_posix()])

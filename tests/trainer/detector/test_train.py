@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from labelfree.trainer.detector.boxops import box_iou
+from labelfree.trainer.detector.data import load_coco_boxes
+from labelfree.trainer.detector.infer import DetectorRunner
+from labelfree.trainer.detector.train import TrainConfig, train_detector
+
+
+def test_overfit_recovers_known_boxes(trained, synthetic):
+    runner = DetectorRunner(trained["dir"])
+    samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
+    positives = [s for s in samples if not s.is_negative]
+    from labelfree.core.images import load_rgb
+
+    batch = np.stack([runner.prepare(load_rgb(s.path)) for s in positives])
+    boxes, scores, _ = runner.predict(batch)
+    hits = 0
+    for sample, b, s in zip(positives, boxes, scores):
+        truth = sample.boxes / 96.0
+        top = b[: len(truth)]
+        # Each known box is matched by one of the top-|truth| detections.
+        hits += int((box_iou(truth, top).max(axis=1) >= 0.5).all())
+        assert s[0] > 0.3
+    assert hits >= len(positives) - 1, f"recovered {hits}/{len(positives)} images"
+
+
+def test_negative_images_score_lower_than_positives(trained, synthetic):
+    runner = DetectorRunner(trained["dir"])
+    samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
+    from labelfree.core.images import load_rgb
+
+    top = {s.is_negative: [] for s in samples}
+    for s in samples:
+        top[s.is_negative].append(float(runner.predict(runner.prepare(load_rgb(s.path))[None])[1][0, 0]))
+    assert max(top[True]) < min(top[False])
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_continues_from_the_last_epoch(synthetic, tmp_path):
+    samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
+    pos = [s for s in samples if not s.is_negative]
+    config = TrainConfig(input_size=64, epochs=2, batch_size=4, val_fraction=0.0)
+
+    def stop_after_first_epoch(share: float) -> None:
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        train_detector(pos, [], 1, tmp_path, config, show_progress=False, progress=stop_after_first_epoch)
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+    result = train_detector(pos, [], 1, tmp_path, config, show_progress=False)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    with pytest.raises(ValueError, match="different config"):
+        train_detector(pos, [], 1, tmp_path, TrainConfig(input_size=64, epochs=3, batch_size=4, val_fraction=0.0),
+                       show_progress=False)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        TrainConfig(input_size=100).validate()
+    with pytest.raises(ValueError, match="backbone_mode"):
+        TrainConfig(backbone_mode="half").validate()
