@@ -239,11 +239,23 @@ def _jpeg_swap_metadata(data: bytes, exif_payload: bytes | None) -> bytes:
     return b"".join(out)
 
 
+def _lossless_strip(data: bytes, exif: Image.Exif) -> bytes | None:
+    """The JPEG with a GPS-free EXIF segment, or None when that cannot be done safely
+    (a second EXIF block after the scan, as in multi-picture or trailer-carrying files)."""
+    clean = gps_free_exif(exif, keep_orientation=True)
+    payload = clean.tobytes() if len(clean) else None
+    out = _jpeg_swap_metadata(data, payload)
+    if out.count(b"Exif\x00\x00") > (1 if payload else 0):
+        return None
+    return out
+
+
 def sanitize_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1) -> SanitizedImage:
     """Validate ``data`` and return bytes safe to store: no GPS, upright pixels, capture metadata kept.
 
     - No GPS and upright: the original bytes, untouched.
-    - JPEG with GPS, upright: header segments rewritten losslessly (pixels not re-encoded).
+    - JPEG with GPS, upright: header segments rewritten losslessly (pixels not re-encoded),
+      unless a second EXIF block follows the scan (MPO, trailers): then re-encoded.
     - Rotated by EXIF orientation: pixels transposed and re-encoded (JPEG q95, else PNG),
       orientation tag removed, GPS removed, date and camera kept.
     - Other formats with GPS or XMP: re-encoded as PNG (lossless) without GPS.
@@ -264,9 +276,7 @@ def sanitize_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_sid
     suffix = _SUFFIX_FOR_FORMAT.get(fmt, ".png")
     if upright and not has_gps:
         out, rewritten = data, False
-    elif upright and fmt in ("JPEG", "MPO") and exif is not None:
-        clean = gps_free_exif(exif, keep_orientation=True)
-        out = _jpeg_swap_metadata(data, clean.tobytes() if len(clean) else None)
+    elif upright and fmt == "JPEG" and (out := _lossless_strip(data, exif)) is not None:
         rewritten = True
     else:
         clean = gps_free_exif(exif, keep_orientation=False)

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Sequence
 
-import imagehash
 import numpy as np
 
 from labelfree.core.images import DEFAULT_MAX_PIXELS, ImageDecodeError, sanitize_image
-from labelfree.ingest.dedupe import DEFAULT_MAX_DISTANCE, NEGATIVE, POSITIVE, dedupe, phash_to_int
+from labelfree.ingest.dedupe import DEFAULT_MAX_DISTANCE, NEGATIVE, POSITIVE, dedupe, perceptual_hash, phash_to_int
 from labelfree.ingest.download import Downloader, DownloadError, map_concurrently
 from labelfree.ingest.providers.base import Provider, ProviderError, SearchResult
 
@@ -169,15 +168,18 @@ def build_dataset(request: DatasetRequest, provider: Provider, *, downloader: Do
     plan = plan_queries(request, words)
     failures: Counter[str] = Counter()
     found: list[tuple[str, SearchResult]] = []
-    seen_urls: set[str] = set()
+    seen_urls: set[tuple[str, str]] = set()
+    duplicate_urls = 0
     for step, (label, query, pages, limit) in enumerate(plan):
         source = provider if label == POSITIVE or negative_provider is None else negative_provider
         try:
             for result in source.iter_results(query, pages=pages, page_size=request.page_size, limit=limit):
-                if result.url in seen_urls:  # same URL twice: nothing to download or compare
-                    failures["duplicate_url"] += 1
+                # The same URL twice under one label: nothing to download or compare. Under both
+                # labels it is fetched twice, so dedupe sees the conflict and drops both.
+                if (label, result.url) in seen_urls:
+                    duplicate_urls += 1
                     continue
-                seen_urls.add(result.url)
+                seen_urls.add((label, result.url))
                 found.append((label, result))
         except ProviderError as exc:
             if label == POSITIVE:
@@ -193,7 +195,7 @@ def build_dataset(request: DatasetRequest, provider: Provider, *, downloader: Do
         try:
             data, _ = downloader.fetch(result.url)
             clean = sanitize_image(data, max_pixels=request.max_pixels, min_side=request.min_side)
-            phash = str(imagehash.phash(clean.image))
+            phash = perceptual_hash(clean.image)
         except (DownloadError, ImageDecodeError) as exc:
             return exc
         return IngestedImage(
@@ -236,7 +238,7 @@ def build_dataset(request: DatasetRequest, provider: Provider, *, downloader: Do
         "labels": dict(Counter(image.label for image in kept)),
         "licences": dict(Counter(image.licence or "unknown" for image in kept)),
         "queries": dict(Counter(image.query for image in kept)),
-        "duplicates": decision.summary(),
+        "duplicates": {"urls": duplicate_urls, **decision.summary()},
         "failures": dict(failures),
         "seconds": round(time.monotonic() - started, 2),
     }

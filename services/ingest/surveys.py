@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import BinaryIO, Iterable, Iterator
 
-import imagehash
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -25,6 +24,7 @@ from labelfree.core.errors import LabelfreeError, not_found
 from labelfree.core.images import ImageDecodeError, sanitize_image
 from labelfree.core.models import Image, Survey
 from labelfree.core.store import ObjectStore
+from labelfree.ingest.dedupe import perceptual_hash
 from labelfree.ingest.download import sniff_image_type
 
 FUZZ_DEGREES = 0.1  # ~11 km of latitude; a site is findable to the valley, not to the tree
@@ -180,7 +180,7 @@ def ingest_files(session: Session, store: ObjectStore, survey: Survey, files: It
         key = store.put_bytes(clean.data, clean.suffix)
         row = Image(sha256=sha, store_key=key, survey_id=survey.id, label="unlabelled", file_name=name,
                     width=clean.width, height=clean.height, content_type=clean.content_type,
-                    phash=str(imagehash.phash(clean.image)), provider="upload",
+                    phash=perceptual_hash(clean.image), provider="upload",
                     captured_at=clean.metadata.captured_at, camera_make=clean.metadata.camera_make,
                     camera_model=clean.metadata.camera_model)
         try:

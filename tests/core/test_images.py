@@ -148,3 +148,11 @@ def test_load_rgb_and_iter_image_files(tmp_path):
     assert [p.name for p in files] == ["x.jpg"]
     arr = load_rgb(files[0])
     assert arr.shape == (40, 60, 3) and arr.dtype == np.uint8
+
+
+def test_gps_hidden_after_the_scan_forces_a_reencode():
+    data = _encode(_marked(), exif=_exif())
+    trailer = _encode(_marked(8, 8), exif=_exif())  # e.g. an MPO's second picture with its own GPS
+    clean = sanitize_image(data + trailer)
+    assert clean.had_gps and clean.data.count(b"Exif\x00\x00") <= 1
+    assert not _gps_of(clean.data) and b"\x88\x25" not in clean.data.split(b"\xff\xda")[0]

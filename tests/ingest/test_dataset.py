@@ -36,7 +36,7 @@ def test_build_labels_dedupes_and_counts_failures(devsearch_url):
     assert s["found"] == {"positive": 16, "negative": 12}
     assert s["failures"] == {"undecodable": 1, "too_small": 1, "not_an_image": 1}
     # lion_00_copy is exact, lion_01_q60 near; lion_05 also under "tiger": both copies dropped
-    assert s["duplicates"] == {"exact_duplicates": 1, "near_duplicates": 1, "conflict_groups": 1,
+    assert s["duplicates"] == {"urls": 0, "exact_duplicates": 1, "near_duplicates": 1, "conflict_groups": 1,
                                "conflict_images": 2}
     assert s["labels"] == {"positive": 10, "negative": 11}
     assert s["licences"] == {"CC BY 4.0": 21}
@@ -85,3 +85,14 @@ def test_plan_and_request_validation():
         DatasetRequest(" ")
     with pytest.raises(ValueError, match="random_words and per_word"):
         DatasetRequest("lion", random_words=3)
+
+
+def test_same_url_under_positive_and_negative_queries_is_dropped_from_both(image_tree):
+    from labelfree.ingest.providers.localdir import LocalDirProvider
+
+    provider = LocalDirProvider(image_tree, aliases={"big cat": "tiger", "striped lion": "tiger"})
+    request = DatasetRequest("big cat", hard_negatives=("striped lion",), min_side=32)
+    with Downloader(DownloadConfig(workers=2)) as downloader:
+        result = build_dataset(request, provider, downloader=downloader, rng=np.random.default_rng(0))
+    d = result.summary["duplicates"]
+    assert result.images == [] and d["conflict_groups"] == 6 and d["conflict_images"] == 12

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from labelfree.ingest.dedupe import dedupe, near_pairs, phash_to_int
+from labelfree.ingest.dedupe import dedupe, near_pairs, perceptual_hash, phash_to_int
 
 A, B, C = 0x0F0F_0F0F_0F0F_0F0F, 0xFFFF_0000_FFFF_0000, 0x1234_5678_9ABC_DEF0
 
@@ -45,3 +45,20 @@ def test_near_pairs_and_validation():
     assert phash_to_int("ffffffffffffffff") == 2**64 - 1
     with pytest.raises(ValueError, match="wider"):
         phash_to_int("1" * 17)
+
+
+def test_perceptual_hash_tracks_imagehash_and_survives_recompression():
+    import io
+
+    import imagehash
+    from PIL import Image
+
+    from tests.ingest.conftest import photo
+
+    img = Image.open(io.BytesIO(photo(3, size=300)))
+    h = phash_to_int(perceptual_hash(img))
+    assert bin(h ^ phash_to_int(str(imagehash.phash(img)))).count("1") <= 4
+    recompressed = Image.open(io.BytesIO(photo(3, size=300, quality=40)))
+    other = Image.open(io.BytesIO(photo(4, size=300)))
+    assert bin(h ^ phash_to_int(perceptual_hash(recompressed))).count("1") <= 4
+    assert bin(h ^ phash_to_int(perceptual_hash(other))).count("1") > 10

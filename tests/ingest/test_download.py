@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-import httpx
 import pytest
 
 from labelfree.ingest.download import DownloadConfig, Downloader, DownloadError, map_concurrently, sniff_image_type

@@ -32,7 +32,10 @@ OFFLINE_HINT = (
 
 
 class ProviderError(LabelfreeError):
-    """A search provider failed: unreachable (503), rate-limited past our patience (503) or malformed (502-ish 503)."""
+    """A search provider failed: unreachable, rate-limited past our patience, or malformed.
+
+    Code ``unavailable`` (503): the job layer retries it a few times with backoff.
+    """
 
     def __init__(self, provider: str, detail: str):
         super().__init__("unavailable", f"{provider}: {detail}")
