@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from labelfree.core.errors import LabelfreeError
 from labelfree.core.images import DEFAULT_MAX_PIXELS, ImageDecodeError, sanitize_image
 from labelfree.ingest.dedupe import DEFAULT_MAX_DISTANCE, NEGATIVE, POSITIVE, dedupe, perceptual_hash, phash_to_int
 from labelfree.ingest.download import Downloader, DownloadError, map_concurrently
@@ -159,7 +160,8 @@ def build_dataset(request: DatasetRequest, provider: Provider, *, downloader: Do
                   negative_provider: Provider | None = None) -> DatasetResult:
     """Search, download, validate, strip GPS, dedupe and sink one dataset; see the module docstring.
 
-    Raises ProviderError when the positive query cannot be searched; a failed negative
+    Raises ProviderError when the positive query cannot be searched, LabelfreeError
+    (``invalid``) when it finds nothing; a failed negative
     query is counted under ``failures['search_failed']`` and the build goes on.
     """
     started = time.monotonic()
@@ -188,7 +190,8 @@ def build_dataset(request: DatasetRequest, provider: Provider, *, downloader: Do
             failures["search_failed"] += 1
         report(0.1 * (step + 1) / len(plan))
     if not any(label == POSITIVE for label, _ in found):
-        raise ProviderError(provider.name, f"no results for {request.query!r}")
+        # Not retryable: the search worked and found nothing (or every hit was a duplicate URL).
+        raise LabelfreeError("invalid", f"{provider.name}: no results for {request.query!r}")
 
     def fetch(item: tuple[str, SearchResult]) -> IngestedImage | Exception:
         label, result = item

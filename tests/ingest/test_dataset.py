@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from labelfree.core.errors import LabelfreeError
 from labelfree.ingest.dataset import DatasetRequest, build_dataset, plan_queries, random_words
 from labelfree.ingest.download import DownloadConfig, Downloader
-from labelfree.ingest.providers import ProviderError
 from labelfree.ingest.providers.openverse import OpenverseProvider
 
 
@@ -61,7 +61,7 @@ def test_stored_bytes_carry_no_gps(devsearch_url):
 
 def test_unreachable_positive_search_fails_but_negative_search_is_counted(devsearch_url):
     only_cc0 = OpenverseProvider(base_url=devsearch_url, licences=["cc0"])  # the server says CC BY
-    with pytest.raises(ProviderError, match="no results for 'lion'"):
+    with pytest.raises(LabelfreeError, match="no results for 'lion'"):
         _build(devsearch_url, DatasetRequest("lion"), provider=only_cc0)
     dead = OpenverseProvider(base_url="http://127.0.0.1:9/v1/")
     result, _, _ = _build(devsearch_url, DatasetRequest("lion", hard_negatives=("tiger",), min_side=32),
