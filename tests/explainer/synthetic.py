@@ -28,3 +28,32 @@ def scene(size: int = 64, squares: tuple[tuple[int, int, int], ...] = ((20, 20, 
     return image
 
 
+
+
+def write_red_model(model_dir) -> None:
+    """A tiny ONNX classifier obeying the MODEL_DIR contract that fires on red pixels.
+
+    ``cam`` is an 8x8-pixel-cell map of (red share * 12 - 0.3), so a cell votes positive when
+    over 2.5% of it is red; ``logit`` = mean(cam), ``score`` = sigmoid(logit).
+    """
+    import json
+    from pathlib import Path
+
+    import torch
+
+    class Red(torch.nn.Module):
+        def forward(self, images):
+            x = images.float()
+            red = ((x[..., 0] > 150) & (x[..., 1] < 90) & (x[..., 2] < 90)).float()[:, None]
+            cam = torch.nn.functional.avg_pool2d(red, 8)[:, 0] * 12.0 - 0.3
+            logit = cam.mean(dim=(1, 2))
+            return torch.sigmoid(logit), logit, cam
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(Red(), torch.zeros(1, 64, 64, 3, dtype=torch.uint8), str(model_dir / "model.onnx"),
+                      input_names=["images"], output_names=["score", "logit", "cam"],
+                      dynamic_axes={"images": {0: "n", 1: "h", 2: "w"}, "score": {0: "n"}, "logit": {0: "n"},
+                                    "cam": {0: "n", 1: "ch", 2: "cw"}}, opset_version=17, dynamo=False)
+    (model_dir / "manifest.json").write_text(json.dumps({"input_size": 64, "labels": ["negative", "red"]}))
+    (model_dir / "metrics.json").write_text("{}")

@@ -1,0 +1,93 @@
+"""``labelfree explain``: boxes for a folder of positive images from a classifier, no labels needed."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from labelfree.core.errors import LabelfreeError
+
+app = typer.Typer(add_completion=False)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command("explain")
+def explain_cmd(
+    model: Path = typer.Option(..., "--model", help="classifier MODEL_DIR (model.onnx + manifest.json)"),
+    images: Path = typer.Option(..., "--images", help="folder of images (sub-folders are read)"),
+    out: Path = typer.Option(..., "--out", help="COCO-style boxes.json to write"),
+    samples: int = typer.Option(256, "--samples", help="LIME perturbations per image"),
+    method: str = typer.Option("lime+cam", "--method", help="lime | cam | lime+cam"),
+    segments: int = typer.Option(80, "--segments", help="SLIC superpixels per image"),
+    seed: int = typer.Option(0, "--seed", help="seed of the LIME masks (per image: seed + file name)"),
+    overlays: Optional[Path] = typer.Option(None, "--overlays", help="also write one overlay PNG per image here"),
+    spark_master: Optional[str] = typer.Option(None, "--spark-master",
+                                               help="run as a Spark job on this master (e.g. local[2])"),
+    category: Optional[str] = typer.Option(None, "--category", help="category name (default: from the manifest)"),
+) -> None:
+    """Write COCO-style boxes (pixels, file_name relative to --images), one or more per image."""
+    from labelfree.core.images import iter_image_files
+    from labelfree.explainer.batch import ModelLabeller, label_record
+    from labelfree.explainer.coco import to_coco, write_coco
+    from labelfree.explainer.labeller import LabelConfig
+
+    if not (model / "model.onnx").is_file():
+        _fail(f"{model} is not a classifier MODEL_DIR (no model.onnx)")
+    if not images.is_dir():
+        _fail(f"{images} is not a directory")
+    if samples < 2:
+        _fail(f"--samples must be >= 2, got {samples}")
+    try:
+        config = LabelConfig(method=method, n_samples=samples, n_segments=segments)
+    except ValueError as exc:
+        _fail(str(exc))
+    items = [(str(p.relative_to(images)), str(p)) for p in iter_image_files([images])]
+    if not items:
+        _fail(f"no images under {images}")
+    start = time.monotonic()
+    labeller = ModelLabeller(model, config)
+    name = category or _category(labeller.model.manifest)
+    if spark_master:
+        from labelfree.explainer.spark_job import explain_with_spark
+
+        records = explain_with_spark(items, model, master=spark_master, config=config, seed=seed)
+    else:
+        records = []
+        for i, (key, path) in enumerate(items, 1):
+            record, image, labelled = label_record(labeller, key, path, seed, keep=overlays is not None)
+            records.append(record)
+            if overlays is not None and image is not None:
+                from labelfree.explainer.overlay import save_overlay
+
+                save_overlay(image, labelled, overlays / (key + ".png"))
+            if sys.stderr.isatty() and i % 10 == 0:
+                typer.echo(f"{i}/{len(items)}", err=True)
+    data = to_coco(records, name)
+    write_coco(data, out)
+    elapsed = time.monotonic() - start
+    skipped = data["skipped"]
+    typer.echo(f"{len(data['images'])} images, {len(data['annotations'])} boxes, {len(skipped)} skipped "
+               f"in {elapsed:.1f}s -> {out}", err=True)
+    for item in skipped:
+        typer.echo(f"skipped {item['file_name']}: {item['error']}", err=True)
+
+
+def _category(manifest: dict) -> str:
+    for key in ("concept", "positive_label", "query"):
+        if isinstance(manifest.get(key), str) and manifest[key]:
+            return manifest[key]
+    labels = manifest.get("labels")
+    if isinstance(labels, list) and labels:
+        return str(labels[-1])
+    return "object"
+
+
+__all__ = ["app", "LabelfreeError"]

@@ -1,0 +1,28 @@
+"""The Spark path (mapInPandas, local[2]) gives the same records as the in-process path."""
+
+import shutil
+
+import pytest
+from PIL import Image
+
+from labelfree.explainer.batch import ModelLabeller, label_paths
+from labelfree.explainer.labeller import LabelConfig
+from tests.explainer.synthetic import scene
+
+pytestmark = [pytest.mark.service,
+              pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs Java on PATH")]
+
+
+def test_spark_path_equals_local_path(red_model_dir, tmp_path):
+    from labelfree.explainer.spark_job import explain_with_spark
+
+    Image.fromarray(scene(128, ((40, 40, 40),))).save(tmp_path / "one.png")
+    Image.fromarray(scene(160, ((8, 12, 40), (104, 100, 40)))).save(tmp_path / "two.png")
+    Image.fromarray(scene(64, ())).save(tmp_path / "blank.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    items = [(p.name, str(p)) for p in sorted(tmp_path.iterdir())]
+    config = LabelConfig(method="lime+cam", n_samples=64, n_segments=30, fill="mean", cam_sizes=(128,))
+    local = sorted(label_paths(ModelLabeller(red_model_dir, config), items, seed=5), key=lambda r: r["key"])
+    spark = explain_with_spark(items, red_model_dir, master="local[2]", config=config, seed=5, partitions=2)
+    assert spark == local
+    assert [r["key"] for r in spark if r["error"]] == ["broken.jpg"]
