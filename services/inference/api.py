@@ -80,13 +80,15 @@ async def _read_image(request: Request, limit: int) -> tuple[bytes, str | None]:
 @router.post("/v1/detect")
 async def detect(request: Request,
                  threshold: float | None = Query(None, ge=0.0, le=1.0, description="minimum conf"),
-                 file: str | None = Query(None, description="name to echo as images[].file")) -> dict:
+                 file: str | None = Query(None, description="name to echo as images[].file")) -> JSONResponse:
     """Detect on one image; returns ``{"image": {...}, "detection_categories", "timing_ms", ...}``."""
     data, filename = await _read_image(request, get_settings().max_upload_bytes)
     if not data:
         raise bad_request("empty image body")
     # Decoding and inference hold the GIL only in part; a worker thread keeps the loop serving.
-    return await run_in_threadpool(detect_one, data, file=file or filename or "image", threshold=threshold)
+    result = await run_in_threadpool(detect_one, data, file=file or filename or "image", threshold=threshold)
+    # Already plain JSON types: skip FastAPI's jsonable_encoder walk over up to K detections.
+    return JSONResponse(result)
 
 
 @router.post("/v1/surveys/{survey_id}/detect", status_code=202)

@@ -11,6 +11,7 @@ Failures to reach the model (Triton down, model not ready, timeout) raise
 from __future__ import annotations
 
 import json
+import os
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class DetectorSpec:
     categories: dict[str, str] = field(default_factory=lambda: {"1": "animal"})
     name: str = "labelfree-detector"
     threshold: float = DEFAULT_THRESHOLD
+    category_ids: tuple[int, ...] | None = None  # class index -> MegaDetector id; None: index + 1
 
     @classmethod
     def from_dir(cls, det_dir: str | Path) -> "DetectorSpec":
@@ -60,8 +62,13 @@ class DetectorSpec:
         if not isinstance(size, int) or size <= 0:
             raise LabelfreeError("invalid", f"{path}: input_size must be a positive int, got {size!r}")
         threshold = manifest.get("score_threshold", manifest.get("threshold", DEFAULT_THRESHOLD))
-        return cls(input_size=size, categories=categories_from_labels(manifest.get("labels")),
-                   name=str(manifest.get("name") or Path(det_dir).name), threshold=float(threshold))
+        ids = manifest.get("category_ids")
+        try:
+            categories = categories_from_labels(manifest.get("labels"), ids)
+        except ValueError as exc:
+            raise LabelfreeError("invalid", f"{path}: {exc}") from None
+        return cls(input_size=size, categories=categories, name=str(manifest.get("name") or Path(det_dir).name),
+                   threshold=float(threshold), category_ids=tuple(int(c) for c in ids) if ids else None)
 
 
 class Backend(ABC):
@@ -112,7 +119,11 @@ class OnnxRuntimeBackend(Backend):
         if not path.is_file():
             raise LabelfreeError("invalid", f"detector model {path} does not exist")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads  # 0 = one per core
+        # 0 = one per core this process may run on (a container's cpuset, a taskset), not per host core.
+        options.intra_op_num_threads = intra_op_threads or len(os.sched_getaffinity(0))
+        # Idle ORT threads spin for a while by default, stealing the cores that decode the next
+        # request and write the last response; a server sharing its cores must not spin.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=_providers(providers))
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
@@ -257,8 +268,8 @@ class Detector:
         batch = make_batch(images, self.spec.input_size)
         raw = self.backend.infer(batch)
         thr = self.spec.threshold if threshold is None else threshold
-        return [to_detections(raw.boxes[i], raw.scores[i], raw.classes[i], threshold=thr)
-                for i in range(len(images))]
+        return [to_detections(raw.boxes[i], raw.scores[i], raw.classes[i], threshold=thr,
+                              category_ids=self.spec.category_ids) for i in range(len(images))]
 
     def close(self) -> None:
         self.backend.close()

@@ -1,8 +1,9 @@
 """Turn the detector's raw top-K output into MegaDetector detections.
 
 Raw output per image: ``boxes`` (K, 4) float32 normalised xyxy, ``scores`` (K,) float32,
-``classes`` (K,) int64 (0-based label index). MegaDetector category ids are 1-based strings:
-class ``c`` becomes category ``str(c + 1)``.
+``classes`` (K,) int64 (0-based index into the manifest ``labels``). MegaDetector category ids
+are integer strings: class ``c`` becomes ``str(category_ids[c])`` when the manifest lists
+``category_ids``, else ``str(c + 1)``.
 """
 
 from __future__ import annotations
@@ -16,23 +17,29 @@ from labelfree.core.megadetector import bbox_from_xyxy, detection
 DEFAULT_THRESHOLD = 0.1
 
 
-def categories_from_labels(labels: Sequence[str] | Mapping[str | int, str] | None) -> dict[str, str]:
+def categories_from_labels(labels: Sequence[str] | Mapping[str | int, str] | None,
+                           category_ids: Sequence[int] | None = None) -> dict[str, str]:
     """Manifest labels -> MegaDetector ``detection_categories`` (``{"1": "animal"}`` style).
 
-    A list is 0-based class order; a mapping is taken as already keyed by category id.
+    A list is 0-based class order, keyed by ``category_ids`` (default 1, 2, ...); a mapping
+    is taken as already keyed by category id.
     """
     if not labels:
         return {"1": "animal"}
     if isinstance(labels, Mapping):
         return {str(int(k)): str(v) for k, v in labels.items()}
-    return {str(i + 1): str(name) for i, name in enumerate(labels)}
+    ids = list(category_ids) if category_ids else [i + 1 for i in range(len(labels))]
+    if len(ids) != len(labels):
+        raise ValueError(f"category_ids {ids} do not match labels {list(labels)}")
+    return {str(int(c)): str(name) for c, name in zip(ids, labels)}
 
 
 def to_detections(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, *,
-                  threshold: float = DEFAULT_THRESHOLD) -> list[dict]:
+                  threshold: float = DEFAULT_THRESHOLD, category_ids: Sequence[int] | None = None) -> list[dict]:
     """One image's raw output -> detections with ``conf >= threshold``, highest first.
 
-    ``boxes``: (K, 4) normalised xyxy; ``scores``: (K,); ``classes``: (K,) 0-based.
+    ``boxes``: (K, 4) normalised xyxy; ``scores``: (K,); ``classes``: (K,) 0-based;
+    ``category_ids[c]`` is class ``c``'s MegaDetector id (default ``c + 1``).
     Boxes with x1 < x0 or y1 < y0 (padding slots in a fixed-size top-K) are dropped.
     """
     if not 0.0 <= threshold <= 1.0:
@@ -45,7 +52,14 @@ def to_detections(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, *,
     keep = np.flatnonzero((scores >= threshold) & np.isfinite(scores)
                           & (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1]))
     keep = keep[np.argsort(-scores[keep], kind="stable")]
-    return [detection(int(classes[i]) + 1, float(min(1.0, scores[i])), bbox_from_xyxy(boxes[i].tolist()))
+    def category(c: int) -> int:
+        if category_ids is None:
+            return c + 1
+        if not 0 <= c < len(category_ids):
+            raise ValueError(f"class index {c} is outside the manifest's {len(category_ids)} category_ids")
+        return int(category_ids[c])
+
+    return [detection(category(int(classes[i])), float(min(1.0, scores[i])), bbox_from_xyxy(boxes[i].tolist()))
             for i in keep]
 
 

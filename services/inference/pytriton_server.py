@@ -47,6 +47,7 @@ def load_session(model_dir: pathlib.Path, threads: int) -> tuple[ort.InferenceSe
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # share cores with Triton's threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
@@ -60,8 +61,11 @@ def load_session(model_dir: pathlib.Path, threads: int) -> tuple[ort.InferenceSe
         if isinstance(size, (list, tuple)):
             size = size[0]
     size = int(size) if size else _fixed_dim(shape[1], "images height")
-    k = _fixed_dim(outputs["scores"].shape[1], "scores K")
-    return session, size, k
+    k = outputs["scores"].shape[1]
+    if not isinstance(k, int) or k <= 0:
+        # Exported top-K graphs often leave K symbolic; one dry run on a blank image tells it.
+        k = session.run(["scores"], {"images": np.zeros((1, size, size, 3), np.uint8)})[0].shape[1]
+    return session, size, _fixed_dim(k, "scores K")
 
 
 def build_triton(args: argparse.Namespace):

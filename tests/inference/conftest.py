@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from datetime import datetime
@@ -15,16 +16,38 @@ from tests.conftest import free_port
 os.environ["LABELFREE_GRPC_PORT"] = "0"
 
 
-def _export_detector(out: Path) -> Path:
-    """The team's detector export when it exists (untrained is fine), else the tiny test model."""
-    from tests.inference.tiny_detector import build_tiny_detector
+def export_team_detector(out: Path, size: int = 96) -> Path | None:
+    """The team's detector (untrained, real architecture) through its own ONNX export; None if absent."""
+    try:
+        import torch
 
-    return build_tiny_detector(out)
+        from labelfree.core.backbone import load_backbone
+        from labelfree.trainer.detector.export import export_onnx
+        from labelfree.trainer.detector.model import Detector
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    export_onnx(Detector(load_backbone(pretrained=False), num_classes=1), out / "model.onnx", input_size=size,
+                top_k=100)
+    (out / "manifest.json").write_text(json.dumps({"kind": "detector", "name": "untrained-test-detector",
+                                                   "input_size": size, "top_k": 100, "labels": ["animal"],
+                                                   "category_ids": [1]}))
+    (out / "metrics.json").write_text("{}")
+    return out
 
 
 @pytest.fixture(scope="session")
-def det_dir(tmp_path_factory) -> Path:
-    return _export_detector(tmp_path_factory.mktemp("detector"))
+def tiny_dir(tmp_path_factory) -> Path:
+    """The tiny brightness detector: tests that need a known answer use it."""
+    from tests.inference.tiny_detector import build_tiny_detector
+
+    return build_tiny_detector(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def det_dir(tmp_path_factory, tiny_dir) -> Path:
+    """The real detector architecture via the team's export when present, else the tiny model."""
+    return export_team_detector(tmp_path_factory.mktemp("detector")) or tiny_dir
 
 
 class TritonServer:

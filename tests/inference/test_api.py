@@ -16,8 +16,8 @@ pytestmark = pytest.mark.service
 
 
 @pytest.fixture
-def client(configure, det_dir):
-    configure(inference_backend="onnxruntime", detector_dir=det_dir)
+def client(configure, tiny_dir):
+    configure(inference_backend="onnxruntime", detector_dir=tiny_dir)
     from labelfree.inference.api import app
 
     return TestClient(app)
@@ -94,8 +94,8 @@ def test_truncated_jpeg_is_422(client):
                   422, "invalid", "truncated")
 
 
-def test_decompression_bomb_is_413_before_decoding(client, configure, det_dir):
-    configure(inference_backend="onnxruntime", detector_dir=det_dir, max_image_pixels=1_000_000)
+def test_decompression_bomb_is_413_before_decoding(client, configure, tiny_dir):
+    configure(inference_backend="onnxruntime", detector_dir=tiny_dir, max_image_pixels=1_000_000)
     buf = io.BytesIO()
     Image.new("L", (4000, 3000)).save(buf, format="PNG")  # 12 MP of zeros: a few KB compressed
     assert len(buf.getvalue()) < 100_000
@@ -103,8 +103,8 @@ def test_decompression_bomb_is_413_before_decoding(client, configure, det_dir):
                   413, "payload_too_large", "4000x3000", "1000000")
 
 
-def test_oversized_body_is_413_naming_the_limit_setting(client, configure, det_dir):
-    configure(inference_backend="onnxruntime", detector_dir=det_dir, max_upload_bytes=10_000)
+def test_oversized_body_is_413_naming_the_limit_setting(client, configure, tiny_dir):
+    configure(inference_backend="onnxruntime", detector_dir=tiny_dir, max_upload_bytes=10_000)
     data = jpeg_bytes(400, 400) + b"\0" * 20_000
     _assert_error(client.post("/v1/detect", content=data, headers={"content-type": "image/jpeg"}),
                   413, "payload_too_large", "10000", "labelfree_max_upload_bytes")

@@ -29,8 +29,8 @@ def grpc_stub():
         s.stop(grace=None)
 
 
-def test_detect_and_stream_match_and_a_bad_image_does_not_end_the_stream(configure, det_dir, grpc_stub):
-    configure(inference_backend="onnxruntime", detector_dir=det_dir)
+def test_detect_and_stream_match_and_a_bad_image_does_not_end_the_stream(configure, tiny_dir, grpc_stub):
+    configure(inference_backend="onnxruntime", detector_dir=tiny_dir)
     stub = grpc_stub()
     good = jpeg_bytes(64, 64, color=(250, 250, 250))
     one = stub.Detect(detect_pb2.DetectRequest(image=good, file="a.jpg", threshold=0.5), timeout=10)

@@ -72,3 +72,12 @@ def test_camera_comes_from_the_top_folder_then_survey_then_exif():
     assert camera_of("IMG_1.JPG", survey_camera="S") == "S"
     assert camera_of("IMG_1.JPG", make="Reconyx", model="HC600") == "Reconyx HC600"
     assert camera_of(None) == "unknown"
+
+
+def test_manifest_category_ids_map_class_indices():
+    assert categories_from_labels(["lion"], [7]) == {"7": "lion"}
+    boxes = np.array([[0.1, 0.1, 0.2, 0.2]], np.float32)
+    dets = to_detections(boxes, np.array([0.8], np.float32), np.array([0]), category_ids=[7])
+    assert dets[0]["category"] == "7"
+    with pytest.raises(ValueError, match="class index 3"):
+        to_detections(boxes, np.array([0.8], np.float32), np.array([3]), category_ids=[7])

@@ -61,8 +61,8 @@ def _count(job_id: str) -> int:
                          .where(DetectionResult.job_id == job_id)).scalar_one()
 
 
-def test_job_interrupted_mid_way_resumes_without_duplicates(configure, det_dir, make_survey):
-    configure(inference_backend="onnxruntime", detector_dir=det_dir)
+def test_job_interrupted_mid_way_resumes_without_duplicates(configure, tiny_dir, make_survey):
+    configure(inference_backend="onnxruntime", detector_dir=tiny_dir)
     survey_id, ids = make_survey(_survey_items(4))
     params = {"survey_id": survey_id, "batch_size": 3, "threshold": None, "gap_seconds": 10}
     job_id = make_job("detect", params)

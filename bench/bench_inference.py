@@ -1,0 +1,359 @@
+"""Inference service benchmark: HTTP overhead, load, Triton, survey throughput.
+
+Measures, on one model and one image:
+1. overhead: p50/p99 of ``POST /v1/detect`` (real uvicorn, loopback, keep-alive) against a
+   bare ONNX Runtime call, in interleaved rounds so machine load hits both alike;
+2. load: throughput of 16 concurrent clients with a fixed request count, against bare ORT;
+3. the same two through Triton (pytriton, ``.venv-triton``) when ``--triton``;
+4. survey batch: images/s of the ``detect`` job over stored survey photos (embedded DB).
+
+The model is ``--model DET_DIR``, else an untrained detector of the team's architecture
+exported at ``--size`` (cached under /tmp/lf_cache), else the tiny test model.
+
+    nice -n 10 .venv/bin/python bench/bench_inference.py --triton
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CACHE = Path("/tmp/lf_cache/inference_bench")
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def pct(values, q) -> float:
+    return float(np.percentile(np.asarray(values) * 1000, q))
+
+
+def build_model(size: int) -> Path:
+    out = CACHE / f"det_{size}"
+    if (out / "model.onnx").is_file():
+        return out
+    try:  # the team's detector, untrained: realistic cost (bench code may import the trainer)
+        import json
+
+        import torch
+
+        from labelfree.core.backbone import load_backbone
+        from labelfree.trainer.detector.export import export_onnx
+        from labelfree.trainer.detector.model import Detector
+
+        torch.manual_seed(0)
+        export_onnx(Detector(load_backbone(pretrained=False), num_classes=1), out / "model.onnx",
+                    input_size=size, top_k=100)
+        (out / "manifest.json").write_text(json.dumps({"name": f"untrained-detector-{size}", "input_size": size,
+                                                      "labels": ["animal"], "top_k": 100}))
+        (out / "metrics.json").write_text("{}")
+    except ImportError as exc:
+        print(f"detector code unavailable ({exc}); using the tiny test model", file=sys.stderr)
+        from tests.inference.tiny_detector import build_tiny_detector
+
+        build_tiny_detector(out, size=size, work=3)
+    return out
+
+
+def synthetic_photos(n: int, out: Path) -> list[Path]:
+    """460x460 JPEGs with photo-like texture (smooth blobs + grain), for machines without shared/."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        coarse = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+        img = np.asarray(Image.fromarray(coarse).resize((460, 460), Image.BICUBIC), dtype=np.int16)
+        img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+        path = out / f"synthetic_{i:04d}.jpg"
+        Image.fromarray(img).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def photos(n: int) -> list[Path]:
+    found = sorted((SHARED / "lion" / "dev" / "images").glob("*.jpg"))[:n]
+    return found or synthetic_photos(n, CACHE / "synthetic")
+
+
+def pick_image() -> bytes:
+    return photos(1)[0].read_bytes()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_api(env: dict, port: int, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "labelfree.inference.api:app", "--host", "127.0.0.1",
+                             "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                            env={**os.environ, **env}, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    import httpx
+
+    for _ in range(200):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise RuntimeError(f"API did not start: {log.read_text()[-2000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    import signal
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def overhead(url: str, data: bytes, bare, rounds: int, per_round: int) -> dict:
+    """Interleaved rounds of bare calls and HTTP requests; per-request seconds for each."""
+    import httpx
+
+    bare_t, http_t, server_t = [], [], []
+    with httpx.Client(timeout=60) as client:
+        for _ in range(5):  # warm-up
+            bare()
+            client.post(url, content=data, headers={"content-type": "image/jpeg"}).raise_for_status()
+        for _ in range(rounds):
+            for _ in range(per_round):
+                t = time.perf_counter()
+                bare()
+                bare_t.append(time.perf_counter() - t)
+            for _ in range(per_round):
+                t = time.perf_counter()
+                r = client.post(url, content=data, headers={"content-type": "image/jpeg"})
+                http_t.append(time.perf_counter() - t)
+                r.raise_for_status()
+                server_t.append(r.json()["timing_ms"]["total"] / 1000)
+    return {"bare": bare_t, "http": http_t, "server_total": server_t}
+
+
+def load(url: str, data: bytes, clients: int, total: int) -> float:
+    """Requests/s with ``clients`` threads sharing a fixed count of ``total`` requests."""
+    import httpx
+
+    left = [total]
+    lock = threading.Lock()
+    errors = []
+
+    def worker():
+        with httpx.Client(timeout=120) as client:
+            while True:
+                with lock:
+                    if left[0] == 0:
+                        return
+                    left[0] -= 1
+                r = client.post(url, content=data, headers={"content-type": "image/jpeg"})
+                if r.status_code != 200:
+                    errors.append(r.text)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    elapsed = time.perf_counter() - t
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, e.g. {errors[0][:300]}")
+    return total / elapsed
+
+
+def bare_throughput(fn, total: int, clients: int = 1) -> float:
+    left = [total]
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                if left[0] == 0:
+                    return
+                left[0] -= 1
+            fn()
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return total / (time.perf_counter() - t)
+
+
+def report_latency(name: str, res: dict) -> list[str]:
+    b50, b99 = pct(res["bare"], 50), pct(res["bare"], 99)
+    h50, h99 = pct(res["http"], 50), pct(res["http"], 99)
+    s50 = pct(res["server_total"], 50)
+    lines = [f"{name}: bare p50 {b50:.2f} ms p99 {b99:.2f} | POST /v1/detect p50 {h50:.2f} ms p99 {h99:.2f} "
+             f"| added p50 {h50 - b50:+.2f} ms (server-side decode+detect p50 {s50:.2f} ms)"]
+    print(lines[0], flush=True)
+    return lines
+
+
+def survey_bench(det_dir: Path, n: int, batch_size: int) -> float:
+    """images/s of run_survey_detection over ``n`` stored photos (embedded SQLite profile)."""
+    from labelfree.core.db import session_scope
+    from labelfree.core.jobs import create_job
+    from labelfree.core.migrate import upgrade
+    from labelfree.core.models import Image, Survey
+    from labelfree.core.store import get_store
+    from labelfree.inference.tasks import run_survey_detection
+
+    upgrade()
+    paths = photos(n)
+    store = get_store()
+    with session_scope() as s:
+        survey = Survey(name="bench")
+        s.add(survey)
+        s.flush()
+        for i, p in enumerate(paths):
+            data = p.read_bytes()
+            key = store.put_bytes(data, ".jpg")
+            s.add(Image(sha256=key.rsplit("/", 1)[1][:64], store_key=key, survey_id=survey.id,
+                        file_name=f"CAM{i % 3}/{p.name}", width=0, height=0))
+        job_id = create_job(s, "detect", {}).id
+        survey_id = survey.id
+    params = {"survey_id": survey_id, "batch_size": batch_size, "gap_seconds": 10}
+    t = time.perf_counter()
+    summary = run_survey_detection(job_id, params, lambda f: None)
+    elapsed = time.perf_counter() - t
+    assert summary["processed_this_attempt"] == len(paths)
+    return len(paths) / elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--per-round", type=int, default=25)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--load-requests", type=int, default=320)
+    ap.add_argument("--survey-images", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--triton", action="store_true")
+    ap.add_argument("--survey-batches", default="", help="also time the survey job at these batch sizes, e.g. 1,4")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="lf-bench-inf-"))
+    det = args.model or build_model(args.size)
+    env = {"LABELFREE_PROFILE": "embedded", "LABELFREE_DATA_DIR": str(tmp / "data"), "LABELFREE_GRPC_PORT": "0",
+           "LABELFREE_DETECTOR_DIR": str(det), "LABELFREE_INFERENCE_BACKEND": "onnxruntime",
+           "LABELFREE_LOG_JSON": "true"}
+    os.environ.update(env)
+    from labelfree.core.images import decode_image
+    from labelfree.inference.backends import Detector, DetectorSpec, OnnxRuntimeBackend, TritonBackend
+    from labelfree.inference.preprocess import make_batch
+
+    data = pick_image()
+    spec = DetectorSpec.from_dir(det)
+    ort_backend = OnnxRuntimeBackend(det)
+    x = make_batch([decode_image(data)], spec.input_size)
+    bare_ort = lambda: ort_backend.infer(x)  # noqa: E731
+    ort_detector = Detector(ort_backend, spec)
+    # The whole in-process pipeline on the same bytes: decode, stretch, run, post-process.
+    bare_pipe = lambda: ort_detector.detect([decode_image(data)])  # noqa: E731
+    cpus = len(os.sched_getaffinity(0))
+    print(f"model {det} S={spec.input_size}; image {len(data)} bytes; load avg {os.getloadavg()[0]:.1f}; "
+          f"usable cpus {cpus}", flush=True)
+    lines = [f"model `{det.name}` S={spec.input_size}, image {len(data)} B JPEG, load average at start "
+             f"{os.getloadavg()[0]:.1f}, {cpus} usable CPUs"]
+
+    port = free_port()
+    api = start_api(env, port, tmp / "api.log")
+    url = f"http://127.0.0.1:{port}/v1/detect"
+    try:
+        res = overhead(url, data, bare_ort, args.rounds, args.per_round)
+        lines += report_latency("onnxruntime, vs bare session.run on the preprocessed tensor", res)
+        res = overhead(url, data, bare_pipe, args.rounds, args.per_round)
+        lines += report_latency("onnxruntime, vs bare decode+stretch+run+post in process", res)
+        bare_tp = bare_throughput(bare_ort, args.load_requests // 4)
+        bare_tp16 = bare_throughput(bare_ort, args.load_requests // 4, clients=args.clients)
+        pipe_tp = bare_throughput(bare_pipe, args.load_requests // 4)
+        pipe_tp16 = bare_throughput(bare_pipe, args.load_requests // 4, clients=args.clients)
+        http_tp = load(url, data, args.clients, args.load_requests)
+        best_run, best_pipe = max(bare_tp, bare_tp16), max(pipe_tp, pipe_tp16)
+        line = (f"onnxruntime load: {args.clients} clients x {args.load_requests} requests: {http_tp:.1f} req/s | "
+                f"bare session.run {bare_tp:.1f}/s sequential, {bare_tp16:.1f}/s {args.clients} threads "
+                f"(ratio {http_tp / best_run:.2f}) | bare pipeline {pipe_tp:.1f}/s sequential, {pipe_tp16:.1f}/s "
+                f"{args.clients} threads (ratio {http_tp / best_pipe:.2f})")
+        print(line, flush=True)
+        lines.append(line)
+    finally:
+        stop(api)
+
+    if args.triton:
+        from labelfree.inference import triton_launcher
+
+        gp, hp, mp = free_port(), free_port(), free_port()
+        proc = triton_launcher.start(det, grpc_port=gp, http_port=hp, metrics_port=mp, log_path=tmp / "triton.log")
+        try:
+            triton_launcher.wait_ready(f"127.0.0.1:{gp}", "labelfree_detector", proc=proc, log_path=tmp / "triton.log")
+            triton = TritonBackend(f"127.0.0.1:{gp}", "labelfree_detector", "1")
+            bare_triton = lambda: triton.infer(x)  # noqa: E731
+            tenv = {**env, "LABELFREE_INFERENCE_BACKEND": "triton", "LABELFREE_TRITON_URL": f"127.0.0.1:{gp}"}
+            api = start_api(tenv, port, tmp / "api-triton.log")
+            try:
+                res = overhead(url, data, bare_ort, args.rounds, args.per_round)
+                lines += report_latency("triton, vs bare ORT session.run", res)
+                res = overhead(url, data, bare_pipe, args.rounds, args.per_round)
+                lines += report_latency("triton, vs bare ORT pipeline", res)
+                res_t = overhead(url, data, bare_triton, 2, args.per_round)
+                line = (f"triton client call (gRPC, no HTTP) p50 {pct(res_t['bare'], 50):.2f} ms "
+                        f"p99 {pct(res_t['bare'], 99):.2f} ms")
+                print(line, flush=True)
+                lines.append(line)
+                http_tp = load(url, data, args.clients, args.load_requests)
+                bare_tp = max(bare_throughput(bare_ort, args.load_requests // 4),
+                              bare_throughput(bare_ort, args.load_requests // 4, clients=args.clients))
+                pipe_tp = max(bare_throughput(bare_pipe, args.load_requests // 4),
+                              bare_throughput(bare_pipe, args.load_requests // 4, clients=args.clients))
+                line = (f"triton load: {args.clients} clients: {http_tp:.1f} req/s | bare ORT session.run "
+                        f"{bare_tp:.1f}/s (ratio {http_tp / bare_tp:.2f}) | bare ORT pipeline {pipe_tp:.1f}/s "
+                        f"(ratio {http_tp / pipe_tp:.2f})")
+                print(line, flush=True)
+                lines.append(line)
+            finally:
+                stop(api)
+                triton.close()
+        finally:
+            triton_launcher.stop(proc)
+
+    ips = survey_bench(det, args.survey_images, args.batch_size)
+    d = ort_detector
+    imgs = [decode_image(data)] * args.batch_size
+    t = time.perf_counter()
+    for _ in range(3):
+        d.detect(imgs)
+    model_ips = 3 * args.batch_size / (time.perf_counter() - t)
+    line = (f"survey batch (batch {args.batch_size}, {args.survey_images} photos 460x460): {ips:.1f} images/s; "
+            f"model alone at batch {args.batch_size}: {model_ips:.1f} images/s")
+    print(line, flush=True)
+    lines.append(line)
+    for bs in [int(b) for b in args.survey_batches.split(",") if b]:
+        line = f"survey batch {bs}: {survey_bench(det, args.survey_images, bs):.1f} images/s"
+        print(line, flush=True)
+        lines.append(line)
+    print("\n".join(["", "SUMMARY"] + lines))
+
+
+if __name__ == "__main__":
+    main()
