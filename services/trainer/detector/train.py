@@ -69,6 +69,10 @@ class TrainConfig:
             raise ValueError(f"feature_runtime {self.feature_runtime!r} not in auto/torch/onnxruntime")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        cells = (self.input_size // self.out_stride) ** 2
+        if self.top_k > cells:
+            raise ValueError(f"top_k={self.top_k} is more than the {cells} cells of a {self.input_size}px input "
+                             f"at stride {self.out_stride}; lower top_k or raise input_size")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 

@@ -1,0 +1,80 @@
+"""HTTP: ``POST /v1/detectors`` (train a detector from an explain run) -> 202 + job id;
+``GET /v1/detectors/{model_id}`` -> the registered detector. Thin: validate, enqueue, read.
+
+The trainer app (``labelfree.trainer.api``) includes :data:`router`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy.orm import Session
+
+from labelfree.core import jobs
+from labelfree.core.db import get_session
+from labelfree.core.errors import LabelfreeError, not_found
+from labelfree.core.models import Model
+
+router = APIRouter(prefix="/v1/detectors", tags=["detectors"])
+
+
+class DetectorConfig(BaseModel):
+    """The training settings a client may choose (others keep their defaults)."""
+
+    model_config = {"extra": "forbid"}
+    epochs: int = Field(6, ge=1, le=300)
+    input_size: int = Field(256, ge=64, le=1024)
+    batch_size: int = Field(16, ge=1, le=512)
+    backbone_mode: Literal["auto", "frozen", "top", "all"] = "auto"
+    seed: int = 0
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, value: int) -> int:
+        if value % 32:
+            raise ValueError(f"input_size must be a multiple of 32, got {value}")
+        return value
+
+
+class DetectorRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+    explain_job_id: uuid.UUID
+    name: str | None = Field(None, max_length=200)
+    instance_kind: Literal["cpu", "gpu"] = "cpu"
+    config: DetectorConfig = Field(default_factory=DetectorConfig)
+
+
+@router.post("", status_code=202)
+def create_detector(body: DetectorRequest, response: Response, session: Session = Depends(get_session)) -> dict:
+    """Queue training on the explain job's boxes; poll ``/v1/jobs/{job_id}``."""
+    from labelfree.core.celery_app import enqueue
+    from labelfree.trainer.detector.tasks import explain_inputs, train_detector_job
+
+    explain = jobs.get_job(session, str(body.explain_job_id))
+    if explain.kind != jobs.JobKind.EXPLAIN.value:
+        raise LabelfreeError("invalid", f"job {explain.id} is a {explain.kind} job, not an explain job")
+    if explain.state != jobs.JobState.SUCCEEDED.value:
+        raise LabelfreeError("conflict", f"explain job {explain.id} is {explain.state}; it must have succeeded")
+    explain_inputs(explain.result)
+    params = {"explain_job_id": explain.id, "instance_kind": body.instance_kind, "name": body.name,
+              "config": body.config.model_dump()}
+    job = jobs.create_job(session, jobs.JobKind.TRAIN_DETECTOR, params, project_id=explain.project_id,
+                          run_id=explain.run_id, inputs={"explain_job_id": explain.id})
+    job_id = job.id
+    session.commit()
+    enqueue(train_detector_job, job_id)
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    return {"job_id": job_id, "state": jobs.JobState.QUEUED.value}
+
+
+@router.get("/{model_id}")
+def read_detector(model_id: uuid.UUID, session: Session = Depends(get_session)) -> dict:
+    model = session.get(Model, str(model_id))
+    if model is None or model.kind != "detector":
+        raise not_found("detector", model_id)
+    return {"id": model.id, "name": model.name, "store_prefix": model.store_prefix, "project_id": model.project_id,
+            "run_id": model.run_id, "job_id": model.job_id, "deployed": model.deployed,
+            "manifest": model.manifest, "metrics": model.metrics, "created_at": model.created_at.isoformat()}

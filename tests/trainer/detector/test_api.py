@@ -1,0 +1,76 @@
+"""POST /v1/detectors -> 202 + job; the train task registers a detector model with its files."""
+
+import json
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture
+def client():
+    from labelfree.core.app import create_app
+    from labelfree.trainer.detector.api import router
+
+    return TestClient(create_app("trainer-detector-test", [router]))
+
+
+def _explain_job(result: dict | None, state: str = "succeeded", kind: str = "explain") -> str:
+    from labelfree.core import jobs
+    from labelfree.core.db import session_scope
+
+    with session_scope() as s:
+        job = jobs.create_job(s, kind, {})
+        job.state, job.result = state, result
+        return job.id
+
+
+def test_post_detectors_rejects_bad_explain_jobs(client):
+    missing = client.post("/v1/detectors", json={"explain_job_id": str(uuid.uuid4())})
+    assert missing.status_code == 404
+    wrong_kind = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}, kind="noop")})
+    assert wrong_kind.status_code == 422 and "not an explain job" in wrong_kind.text
+    running = client.post("/v1/detectors", json={"explain_job_id": _explain_job(None, state="running")})
+    assert running.status_code == 409
+    no_boxes = client.post("/v1/detectors", json={"explain_job_id": _explain_job({})})
+    assert no_boxes.status_code == 422 and "boxes_key" in no_boxes.text
+    bad_size = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
+                                                  "config": {"input_size": 100}})
+    assert bad_size.status_code == 422
+
+
+def test_post_detectors_queues_a_job_and_the_task_registers_the_model(client, synthetic, monkeypatch):
+    from labelfree.core.db import session_scope
+    from labelfree.core.models import Job, Model
+    from labelfree.core.store import get_store
+    from labelfree.trainer.detector import tasks
+
+    store = get_store()
+    boxes_key = store.put_bytes(synthetic["boxes"].read_bytes(), ".json", prefix="boxes")
+    explain_id = _explain_job({"boxes_key": boxes_key, "images_dir": str(synthetic["images"])})
+    sent = []
+    monkeypatch.setattr("labelfree.core.celery_app.enqueue", lambda task, job_id: sent.append((task, job_id)))
+    resp = client.post("/v1/detectors", json={"explain_job_id": explain_id, "name": "blobs",
+                                              "config": {"epochs": 1, "input_size": 96, "batch_size": 4}})
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["job_id"]
+    assert sent == [(tasks.train_detector_job, job_id)]
+
+    tasks.train_detector_job.apply(args=[job_id])  # runs the real task body in-process
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        assert job.state == "succeeded", job.error
+        model = s.get(Model, job.result["model_id"])
+        assert model.kind == "detector" and model.job_id == job_id and model.name == "blobs"
+        assert model.manifest["training"]["provenance"]["explain_job_id"] == explain_id
+        prefix = model.store_prefix
+    keys = set(store.list(prefix))
+    assert {f"{prefix}/model.onnx", f"{prefix}/manifest.json",
+            f"{prefix}/triton/labelfree_detector/config.pbtxt",
+            f"{prefix}/triton/labelfree_detector/1/model.onnx"} <= keys
+    assert not any("/checkpoints/" in k for k in keys)
+    assert json.loads(store.get(f"{prefix}/manifest.json"))["kind"] == "detector"
+    got = client.get(f"/v1/detectors/{model.id}")
+    assert got.status_code == 200 and got.json()["manifest"]["input_size"] == 96
