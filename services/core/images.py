@@ -6,6 +6,7 @@ Decoded images are RGB ``uint8`` arrays shaped ``(H, W, 3)``.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -48,16 +49,25 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     return probe
 
 
-def _decode_rgb(probe: Image.Image, min_side: int) -> Image.Image:
-    """Fully decode an opened image, apply EXIF orientation, convert to RGB."""
+def _decode_rgb(probe: Image.Image, min_side: int, preview_side: int | None = None) -> Image.Image:
+    """Decode an opened image, apply EXIF orientation, convert to RGB.
+
+    Every byte of the stream is decoded, so truncated files fail. With ``preview_side`` a JPEG
+    is decoded at a reduced DCT scale (short side still >= ``preview_side``): same validation,
+    a fraction of the cost, for callers that only hash the pixels.
+    """
+    width, height = probe.size
+    if min(width, height) < min_side:  # orientation never changes the short side
+        raise ImageDecodeError(f"image is {width}x{height}, below the minimum side {min_side}")
     try:
+        if preview_side and probe.format == "JPEG" and min(width, height) > 2 * preview_side:
+            scale = preview_side / min(width, height)
+            probe.draft("RGB", (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))))
         probe.load()  # forces a full decode: truncated files fail here
         image = ImageOps.exif_transpose(probe)
         image = image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"not a decodable image: {exc}") from exc
-    if min(image.size) < min_side:
-        raise ImageDecodeError(f"image is {image.size[0]}x{image.size[1]}, below the minimum side {min_side}")
     return image
 
 
@@ -250,7 +260,8 @@ def _lossless_strip(data: bytes, exif: Image.Exif) -> bytes | None:
     return out
 
 
-def sanitize_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1) -> SanitizedImage:
+def sanitize_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1,
+                   preview_side: int | None = None) -> SanitizedImage:
     """Validate ``data`` and return bytes safe to store: no GPS, upright pixels, capture metadata kept.
 
     - No GPS and upright: the original bytes, untouched.
@@ -259,7 +270,10 @@ def sanitize_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_sid
     - Rotated by EXIF orientation: pixels transposed and re-encoded (JPEG q95, else PNG),
       orientation tag removed, GPS removed, date and camera kept.
     - Other formats with GPS or XMP: re-encoded as PNG (lossless) without GPS.
-    Raises ImageDecodeError like ``decode_image``.
+
+    ``preview_side``: when the stored bytes need no new pixels, a JPEG is decoded at reduced
+    scale and ``.image`` is that preview (short side >= ``preview_side``), enough for hashing;
+    ``.width``/``.height`` are always the stored image's. Raises ImageDecodeError like ``decode_image``.
     """
     with _open_checked(data, max_pixels) as probe:
         fmt = probe.format or ""
@@ -271,14 +285,17 @@ def sanitize_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_sid
         has_gps = _has_gps(probe, exif)
         icc = probe.info.get("icc_profile")
         meta = capture_metadata(exif)
-        rgb = _decode_rgb(probe, min_side)
-    upright = orientation in (0, 1, None) or not isinstance(orientation, int) or orientation > 8
+        upright = orientation in (0, 1, None) or not isinstance(orientation, int) or orientation > 8
+        out: bytes | None = None
+        if upright and not has_gps:
+            out = data
+        elif upright and fmt == "JPEG":
+            out = _lossless_strip(data, exif)  # None: needs re-encoding after all
+        full_size = probe.size  # before draft() shrinks it
+        rgb = _decode_rgb(probe, min_side, preview_side if out is not None else None)
+        width, height = full_size if out is not None else rgb.size
     suffix = _SUFFIX_FOR_FORMAT.get(fmt, ".png")
-    if upright and not has_gps:
-        out, rewritten = data, False
-    elif upright and fmt == "JPEG" and (out := _lossless_strip(data, exif)) is not None:
-        rewritten = True
-    else:
+    if out is None:
         clean = gps_free_exif(exif, keep_orientation=False)
         buf = io.BytesIO()
         extra = {"exif": clean.tobytes()} if len(clean) else {}
@@ -290,9 +307,9 @@ def sanitize_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_sid
         else:
             rgb.save(buf, "PNG", **extra)
             suffix = ".png"
-        out, rewritten = buf.getvalue(), True
-    return SanitizedImage(out, suffix, _MIME_FOR_SUFFIX[suffix], rgb, rgb.size[0], rgb.size[1], meta,
-                          has_gps, rewritten)
+        out = buf.getvalue()
+    return SanitizedImage(out, suffix, _MIME_FOR_SUFFIX[suffix], rgb, width, height, meta, has_gps,
+                          out is not data)
 
 
 def strip_gps(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:

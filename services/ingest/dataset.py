@@ -23,7 +23,9 @@ import numpy as np
 
 from labelfree.core.errors import LabelfreeError
 from labelfree.core.images import DEFAULT_MAX_PIXELS, ImageDecodeError, sanitize_image
-from labelfree.ingest.dedupe import DEFAULT_MAX_DISTANCE, NEGATIVE, POSITIVE, dedupe, perceptual_hash, phash_to_int
+from labelfree.ingest.dedupe import (
+    DEFAULT_MAX_DISTANCE, HASH_PREVIEW_SIDE, NEGATIVE, POSITIVE, dedupe, perceptual_hash, phash_to_int,
+)
 from labelfree.ingest.download import Downloader, DownloadError, map_concurrently
 from labelfree.ingest.providers.base import Provider, ProviderError, SearchResult
 
@@ -197,7 +199,8 @@ def build_dataset(request: DatasetRequest, provider: Provider, *, downloader: Do
         label, result = item
         try:
             data, _ = downloader.fetch(result.url)
-            clean = sanitize_image(data, max_pixels=request.max_pixels, min_side=request.min_side)
+            clean = sanitize_image(data, max_pixels=request.max_pixels, min_side=request.min_side,
+                                   preview_side=HASH_PREVIEW_SIDE)
             phash = perceptual_hash(clean.image)
         except (DownloadError, ImageDecodeError) as exc:
             return exc

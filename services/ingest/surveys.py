@@ -24,7 +24,7 @@ from labelfree.core.errors import LabelfreeError, not_found
 from labelfree.core.images import ImageDecodeError, sanitize_image
 from labelfree.core.models import Image, Survey
 from labelfree.core.store import ObjectStore
-from labelfree.ingest.dedupe import perceptual_hash
+from labelfree.ingest.dedupe import HASH_PREVIEW_SIDE, perceptual_hash
 from labelfree.ingest.download import sniff_image_type
 
 FUZZ_DEGREES = 0.1  # ~11 km of latitude; a site is findable to the valley, not to the tree
@@ -167,7 +167,7 @@ def ingest_files(session: Session, store: ObjectStore, survey: Survey, files: It
             report.rejected.append(rejection)
             continue
         try:
-            clean = sanitize_image(data, max_pixels=max_pixels)
+            clean = sanitize_image(data, max_pixels=max_pixels, preview_side=HASH_PREVIEW_SIDE)
         except ImageDecodeError as exc:
             status = 413 if exc.code == "payload_too_large" else 422
             reason = exc.detail if status == 413 else f"truncated or corrupt image: {exc.detail}"

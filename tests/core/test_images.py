@@ -156,3 +156,15 @@ def test_gps_hidden_after_the_scan_forces_a_reencode():
     clean = sanitize_image(data + trailer)
     assert clean.had_gps and clean.data.count(b"Exif\x00\x00") <= 1
     assert not _gps_of(clean.data) and b"\x88\x25" not in clean.data.split(b"\xff\xda")[0]
+
+
+def test_preview_decode_keeps_validation_and_true_size():
+    arr = np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    data = _encode(arr, exif=_exif())
+    clean = sanitize_image(data, preview_side=96)
+    assert (clean.width, clean.height) == (640, 480) and min(clean.image.size) >= 96
+    assert clean.image.size[0] < 640 and not _gps_of(clean.data)
+    with pytest.raises(ImageDecodeError, match="not a decodable image"):
+        sanitize_image(data[: len(data) * 2 // 3], preview_side=96)
+    rotated = sanitize_image(_encode(arr, exif=_exif(orientation=6)), preview_side=96)
+    assert (rotated.width, rotated.height) == (480, 640) == rotated.image.size  # re-encoded: full pixels
