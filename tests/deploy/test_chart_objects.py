@@ -149,6 +149,22 @@ def test_spark_settings_point_at_the_executor_image_and_account(ci):
     assert cm["data"]["LABELFREE_TRITON_URL"] == "lf-labelfree-triton:8001"
 
 
+def test_spark_driver_pods_advertise_their_ip_and_fixed_ports(ci):
+    for name, spec in pod_specs(ci):
+        env = [e["name"] for e in spec["containers"][0].get("env", [])]
+        submitter = name in ("lf-labelfree-explainer", "lf-labelfree-worker-explain")
+        assert ("PYSPARK_SUBMIT_ARGS" in env) is submitter, name
+        if not submitter:
+            continue
+        # $(VAR) expands only from variables defined earlier in the list.
+        assert env.index("POD_NAME") < env.index("PYSPARK_SUBMIT_ARGS")
+        assert env.index("POD_IP") < env.index("PYSPARK_SUBMIT_ARGS")
+        args = next(e["value"] for e in spec["containers"][0]["env"] if e["name"] == "PYSPARK_SUBMIT_ARGS")
+        assert "'spark.driver.host=$(POD_IP)'" in args and "'spark.kubernetes.driver.pod.name=$(POD_NAME)'" in args
+        assert "'spark.driver.port=7078'" in args and "'spark.blockManager.port=7079'" in args
+        assert args.endswith("pyspark-shell")
+
+
 def test_configmap_sets_only_variables_settings_knows():
     settings = pytest.importorskip("labelfree.core.settings")
     (cm,) = by_kind(render(), "ConfigMap")
@@ -204,7 +220,10 @@ def test_network_policies_deny_by_default_then_allow_named_flows(all_on):
     assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
     triton_from = policies["lf-labelfree-triton"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"]
     assert {"inference-api", "worker-detect"} == set(triton_from[1]["values"])
-    assert "lf-labelfree-egress-spark" in policies
+    driver = policies["lf-labelfree-spark-driver"]
+    assert driver["podSelector"]["matchLabels"]["labelfree.io/spark-submitter"] == "true"
+    assert {p["port"] for p in driver["ingress"][0]["ports"]} == {7078, 7079}
+    assert driver["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"spark-role": "executor"}}}]
 
 
 def test_helm_test_pod_checks_healthz_of_every_enabled_api(ci):

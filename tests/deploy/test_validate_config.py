@@ -22,6 +22,7 @@ IMPOSSIBLE = {
     "k8s_master_without_rbac": ({"spark": {"enabled": False}}, "no ServiceAccount or RBAC"),
     "operator_without_spark": ({"spark": {"enabled": False, "master": "local[*]", "operator": {"enabled": True}}},
                                "needs spark.enabled=true"),
+    "quote_in_spark_conf": ({"spark": {"extraConf": {"spark.executorEnv.X": "it's"}}}, "single quotes cannot"),
     "keda_without_address": ({"keda": {"enabled": True, "address": ""}}, "needs keda.address"),
     "keda_min_over_max": ({"keda": {"enabled": True, "address": "r:6379"},
                            "workers": {"train": {"keda": {"minReplicas": 3, "maxReplicas": 1}}}}, "minReplicas > maxReplicas"),

@@ -186,3 +186,27 @@ Mount for labelfree.tmpVolume; the images set HOME and LABELFREE_DATA_DIR under 
 - name: tmp
   mountPath: /tmp
 {{- end }}
+
+{{/*
+Environment of pods that open Spark sessions (explainer API, explain worker). In client mode
+the pod itself is the driver: executors must reach it by IP (pod names do not resolve), on
+fixed ports the NetworkPolicies can open, and naming the driver pod makes Kubernetes delete
+the executors when it goes. PySpark passes PYSPARK_SUBMIT_ARGS to the JVM it launches, so
+this needs no code; $(VAR) is expanded by the kubelet from the variables above it.
+*/}}
+{{- define "labelfree.sparkEnv" -}}
+{{- $s := .Values.spark }}
+- name: POD_IP
+  valueFrom: {fieldRef: {fieldPath: status.podIP}}
+- name: PYSPARK_SUBMIT_ARGS
+  value: >-
+    --conf 'spark.driver.host=$(POD_IP)'
+    --conf 'spark.driver.bindAddress=0.0.0.0'
+    --conf 'spark.driver.port={{ $s.driverPort }}'
+    --conf 'spark.blockManager.port={{ $s.blockManagerPort }}'
+    --conf 'spark.kubernetes.driver.pod.name=$(POD_NAME)'
+    {{- range $k, $v := $s.extraConf }}
+    --conf '{{ $k }}={{ $v }}'
+    {{- end }}
+    pyspark-shell
+{{- end }}

@@ -43,6 +43,11 @@ is one impossible combination; the tests in tests/deploy/test_validate_config.py
 {{- if and (hasPrefix "k8s://" $v.spark.master) (not $v.spark.enabled) }}
 {{- fail (printf "spark.master=%q submits to Kubernetes but spark.enabled=false: spark-submit would have no ServiceAccount or RBAC" $v.spark.master) }}
 {{- end }}
+{{- range $k, $val := $v.spark.extraConf }}
+{{- if or (contains "'" (toString $val)) (contains "'" $k) }}
+{{- fail (printf "spark.extraConf.%s: single quotes cannot be passed through PYSPARK_SUBMIT_ARGS" $k) }}
+{{- end }}
+{{- end }}
 {{- if and $v.spark.operator.enabled (not $v.spark.enabled) }}
 {{- fail "spark.operator.enabled=true needs spark.enabled=true: the SparkApplication driver runs as the Spark ServiceAccount" }}
 {{- end }}
