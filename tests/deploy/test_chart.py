@@ -118,3 +118,22 @@ def test_every_pod_mounts_only_volumes_it_declares(rendering):
         declared = {v["name"] for v in spec.get("volumes", [])}
         for c in spec["containers"]:
             assert {m["name"] for m in c.get("volumeMounts", [])} <= declared, name
+
+
+def test_kubernetes_validate_cli_accepts_the_all_on_rendering(tmp_path):
+    """The same check through the CLI operators would run: `kubernetes-validate --strict`."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    cli = Path(sys.executable).with_name("kubernetes-validate")
+    if not cli.exists() and not shutil.which("kubernetes-validate"):
+        pytest.skip("kubernetes-validate CLI not installed")
+    manifest = tmp_path / "all-on.yaml"
+    manifest.write_text(yaml.safe_dump_all([o for o in render(all_on_values()) if o["kind"] not in CRD_KINDS]))
+    out = subprocess.run([str(cli) if cli.exists() else "kubernetes-validate", "--strict", "-k", KUBE_VERSIONS[0],
+                          "--quiet", str(manifest)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
