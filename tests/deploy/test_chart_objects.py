@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -238,3 +239,27 @@ def test_ingress_routes_each_host_to_an_existing_service(all_on):
     (ing,) = by_kind(all_on, "Ingress")
     backends = [p["backend"]["service"]["name"] for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
     assert len(backends) == 4 and set(backends) <= services
+
+
+def test_settings_accept_the_environment_the_chart_gives_a_pod(monkeypatch, ci):
+    """ConfigMap + secret references, with stand-in secret values, make a valid cluster Settings."""
+    settings_mod = pytest.importorskip("labelfree.core.settings")
+    (cm,) = by_kind(ci, "ConfigMap")
+    container_env = container(ci, "explainer")["env"]
+    secrets = {"database-url": "postgres://lf:pw@db:5432/lf", "broker-url": "redis://redis:6379/0",
+               "result-backend": "redis://redis:6379/1", "secret-key": "a-real-looking-secret-0123456789",
+               "s3-access-key": "AKIAEXAMPLE", "s3-secret-key": "s3-real-looking-secret-0123456789"}
+    for name in [k for k in os.environ if k.startswith("LABELFREE_")]:
+        monkeypatch.delenv(name)
+    for key, value in cm["data"].items():
+        monkeypatch.setenv(key, value)
+    for e in container_env:
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            monkeypatch.setenv(e["name"], secrets[ref["key"]])
+    monkeypatch.setenv("LABELFREE_ENVIRONMENT", "production")
+    s = settings_mod.Settings()
+    assert s.profile == "cluster" and s.database_url.startswith("postgresql+psycopg2://")
+    assert s.triton_url == "lf-labelfree-triton:8001" and s.inference_backend == "triton"
+    assert s.spark_executor_image == "labelfree-spark:dev" and s.spark_service_account == "lf-labelfree-spark"
+    assert s.grpc_port == 8001 and s.api_host == "0.0.0.0" and str(s.data_dir) == "/tmp/labelfree"
