@@ -142,9 +142,7 @@ def build_app():
     """The inference app: REST routes, /readyz including the model, gRPC beside it (``grpc_port``; 0 = off)."""
     from labelfree.inference.grpc_server import with_grpc
 
-    s = get_settings()
-    return with_grpc(create_app("inference", [router], ready_checks=[detector_ready]),
-                     port=s.grpc_port, host=s.api_host, max_bytes=s.max_upload_bytes)
+    return with_grpc(create_app("inference", [router], ready_checks=[detector_ready]))
 
 
 app = build_app()

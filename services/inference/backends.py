@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -110,7 +112,13 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: str | Path, *, providers: str = "auto", intra_op_threads: int = 0):
+    def __init__(self, model_path: str | Path, *, providers: str = "auto", intra_op_threads: int = 0,
+                 max_concurrent_runs: int | None = None):
+        """``max_concurrent_runs``: at most this many ``run`` calls at once (None = no limit).
+
+        On CPU, one run at a time already uses every core; letting 16 request threads run
+        at once only thrashes caches, while a gate lets their decoding overlap the one run.
+        """
         import onnxruntime as ort
 
         path = Path(model_path)
@@ -130,9 +138,11 @@ class OnnxRuntimeBackend(Backend):
         if "images" not in inputs or not {"boxes", "scores", "classes"} <= outputs:
             raise LabelfreeError("invalid", f"{path} is not a detector: inputs {list(inputs)}, outputs {sorted(outputs)}")
         self._size = inputs["images"].shape[1] if isinstance(inputs["images"].shape[1], int) else None
+        self._gate = threading.BoundedSemaphore(max_concurrent_runs) if max_concurrent_runs else nullcontext()
 
     def infer(self, images: np.ndarray) -> RawDetections:
-        boxes, scores, classes = self.session.run(["boxes", "scores", "classes"], {"images": images})
+        with self._gate:
+            boxes, scores, classes = self.session.run(["boxes", "scores", "classes"], {"images": images})
         return RawDetections(boxes, scores, classes.astype(np.int64, copy=False))
 
     def check_ready(self) -> None:
@@ -281,7 +291,9 @@ def make_backend(kind: str, *, detector_dir: Path | None, triton_url: str = "", 
     if kind == "onnxruntime":
         if detector_dir is None:
             raise LabelfreeError("unavailable", "no detector deployed: set LABELFREE_DETECTOR_DIR")
-        return OnnxRuntimeBackend(detector_dir, providers=onnx_providers)
+        # Serving on CPU: one run at a time (measured in bench/results/inference.md).
+        return OnnxRuntimeBackend(detector_dir, providers=onnx_providers,
+                                  max_concurrent_runs=1 if _providers(onnx_providers) == ["CPUExecutionProvider"] else None)
     if kind == "triton":
         return TritonBackend(triton_url, triton_model, triton_version)
     raise ValueError(f"unknown inference backend {kind!r}; expected onnxruntime or triton")

@@ -82,13 +82,17 @@ def start_grpc_server(port: int, *, host: str = "127.0.0.1", max_bytes: int, wor
     return server
 
 
-def with_grpc(app, *, port: int, host: str, max_bytes: int):
-    """Wrap a FastAPI app's lifespan so the gRPC server starts and stops with it (port 0 = off)."""
+def with_grpc(app):
+    """Wrap a FastAPI app's lifespan so gRPC starts and stops with it on Settings' ``grpc_port`` (0 = off)."""
     inner = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(a):
-        server = start_grpc_server(port, host=host, max_bytes=max_bytes) if port else None
+        from labelfree.core.settings import get_settings
+
+        s = get_settings()
+        server = start_grpc_server(s.grpc_port, host=s.api_host, max_bytes=s.max_upload_bytes) if s.grpc_port else None
+        a.state.grpc_server = server
         try:
             async with inner(a) as state:
                 yield state
