@@ -116,7 +116,7 @@ def main() -> None:
         "images_per_s": round(processed / wall, 1),
         # what two otherwise idle cores would sustain: all CPU spent (client + dev server) over 2
         "cpu_bound_images_per_s_2_cores": round(processed / ((cpu + server_cpu) / 2), 1), "kept": s["images"], "stored_objects": stored,
-        "labels": s["labels"], "duplicates": s["duplicates"], "failures": s["failures"],
+        "labels": s["labels"], "duplicates": s["duplicates"], "failures": s["failures"], "timings": s["timings"],
         "processing_only_images_per_s_1_thread": round(processing_only(args.data, 200), 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

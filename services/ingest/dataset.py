@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Sequence
@@ -167,6 +168,7 @@ def build_dataset(request: DatasetRequest, provider: Provider, *, downloader: Do
     query is counted under ``failures['search_failed']`` and the build goes on.
     """
     started = time.monotonic()
+    timings: dict[str, float] = {}
     report = _Throttled(progress)
     words = random_words(request.random_words, rng, exclude=[request.query, *request.hard_negatives])
     plan = plan_queries(request, words)
@@ -174,26 +176,6 @@ def build_dataset(request: DatasetRequest, provider: Provider, *, downloader: Do
     found: list[tuple[str, SearchResult]] = []
     seen_urls: set[tuple[str, str]] = set()
     duplicate_urls = 0
-    for step, (label, query, pages, limit) in enumerate(plan):
-        source = provider if label == POSITIVE or negative_provider is None else negative_provider
-        try:
-            for result in source.iter_results(query, pages=pages, page_size=request.page_size, limit=limit):
-                # The same URL twice under one label: nothing to download or compare. Under both
-                # labels it is fetched twice, so dedupe sees the conflict and drops both.
-                if (label, result.url) in seen_urls:
-                    duplicate_urls += 1
-                    continue
-                seen_urls.add((label, result.url))
-                found.append((label, result))
-        except ProviderError as exc:
-            if label == POSITIVE:
-                raise
-            log.warning("negative query %r failed: %s", query, exc.detail)
-            failures["search_failed"] += 1
-        report(0.1 * (step + 1) / len(plan))
-    if not any(label == POSITIVE for label, _ in found):
-        # Not retryable: the search worked and found nothing (or every hit was a duplicate URL).
-        raise LabelfreeError("invalid", f"{provider.name}: no results for {request.query!r}")
 
     def fetch(item: tuple[str, SearchResult]) -> IngestedImage | Exception:
         label, result = item
@@ -213,24 +195,63 @@ def build_dataset(request: DatasetRequest, provider: Provider, *, downloader: Do
             captured_at=clean.metadata.captured_at, camera_make=clean.metadata.camera_make,
             camera_model=clean.metadata.camera_model)
 
-    rank = {id(item): i for i, item in enumerate(found)}
-    ok: list[tuple[int, IngestedImage]] = []
-    for done, (item, outcome) in enumerate(map_concurrently(fetch, found, workers=downloader.config.workers), 1):
-        if isinstance(outcome, Exception):
-            failures[_failure_reason(outcome)] += 1
-            log.debug("skipped %s: %s", item[1].url, outcome)
-        else:
-            ok.append((rank[id(item)], outcome))
-        report(0.1 + 0.8 * done / max(1, len(found)))
+    workers = downloader.config.workers
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+        futures: list[Future] = []  # in rank order; downloads start while later queries are searched
+        try:
+            for step, (label, query, pages, limit) in enumerate(plan):
+                source = provider if label == POSITIVE or negative_provider is None else negative_provider
+                try:
+                    for result in source.iter_results(query, pages=pages, page_size=request.page_size,
+                                                      limit=limit):
+                        # The same URL twice under one label: nothing to download or compare. Under
+                        # both labels it is fetched twice, so dedupe sees the conflict and drops both.
+                        if (label, result.url) in seen_urls:
+                            duplicate_urls += 1
+                            continue
+                        seen_urls.add((label, result.url))
+                        found.append((label, result))
+                        futures.append(pool.submit(fetch, (label, result)))
+                except ProviderError as exc:
+                    if label == POSITIVE:
+                        raise
+                    log.warning("negative query %r failed: %s", query, exc.detail)
+                    failures["search_failed"] += 1
+                report(0.1 * (step + 1) / len(plan))
+                if step == 0 and not futures:
+                    # Not retryable: the search worked and found nothing.
+                    raise LabelfreeError("invalid", f"{provider.name}: no results for {request.query!r}")
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        timings["search_s"] = time.monotonic() - started
+        rank = {future: i for i, future in enumerate(futures)}
+        ok: list[tuple[int, IngestedImage]] = []
+        for done, future in enumerate(as_completed(futures), 1):
+            outcome = future.result()
+            if isinstance(outcome, Exception):
+                failures[_failure_reason(outcome)] += 1
+                log.debug("skipped %s: %s", found[rank[future]][1].url, outcome)
+            else:
+                ok.append((rank[future], outcome))
+            report(0.1 + 0.8 * done / len(futures))
+    timings["fetch_s"] = time.monotonic() - started - timings["search_s"]
     ok.sort(key=lambda pair: pair[0])  # rank order, so dedupe keeps the best-ranked copy
     candidates = [image for _, image in ok]
+    mark = time.monotonic()
     decision = dedupe([c.sha256 for c in candidates], [phash_to_int(c.phash) for c in candidates],
                       [c.label for c in candidates], max_distance=request.max_distance)
     kept = [candidates[i] for i in decision.keep]
-    for n, image in enumerate(kept, 1):
-        if sink is not None:
+    timings["dedupe_s"] = time.monotonic() - mark
+    mark = time.monotonic()
+    if sink is not None:
+        def store(image: IngestedImage) -> None:
             image.store_key = sink(image)
-        report(0.9 + 0.1 * n / len(kept))
+        # Stores fsync each object; in parallel the waits overlap.
+        for n, _ in enumerate(map_concurrently(store, kept, workers=workers), 1):
+            report(0.9 + 0.1 * n / len(kept))
+    timings["sink_s"] = time.monotonic() - mark
     report(1.0, force=True)
     summary = {
         "query": request.query,
@@ -247,5 +268,6 @@ def build_dataset(request: DatasetRequest, provider: Provider, *, downloader: Do
         "duplicates": {"urls": duplicate_urls, **decision.summary()},
         "failures": dict(failures),
         "seconds": round(time.monotonic() - started, 2),
+        "timings": {k: round(v, 2) for k, v in timings.items()},
     }
     return DatasetResult(kept, summary, words)

@@ -100,6 +100,9 @@ class DevSearch:
 def _handler(search: DevSearch):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: the client reuses connections
+        # Headers and body go out in two writes; with Nagle on, the body waits for the
+        # client's delayed ACK (~40 ms) on every keep-alive request.
+        disable_nagle_algorithm = True
 
         def log_message(self, fmt, *args):  # quiet by default; the CLI prints one line at start
             pass
