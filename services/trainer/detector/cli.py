@@ -33,6 +33,7 @@ def train_detector_cmd(
     backbone_mode: str = typer.Option("auto", "--backbone-mode", help="frozen, top, all or auto"),
     instance_kind: str = typer.Option("cpu", "--instance-kind", help="Triton instance group: cpu or gpu"),
     seed: int = typer.Option(0),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for training (default: torch's)"),
     resume: bool = typer.Option(True, help="continue from DET_DIR/checkpoints/last.pt when present"),
 ) -> None:
     """Train a detector on pseudo-boxes and export it (ONNX + Triton repository)."""
@@ -43,7 +44,7 @@ def train_detector_cmd(
         _fail(f"--instance-kind must be cpu or gpu, got {instance_kind!r}")
     try:
         config = TrainConfig(input_size=input_size, epochs=epochs, batch_size=batch_size, device=device,
-                             backbone_mode=backbone_mode, seed=seed)
+                             backbone_mode=backbone_mode, seed=seed, threads=threads)
         config.validate()
         manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,
                                   instance_kind=instance_kind, resume=resume)

@@ -69,14 +69,20 @@ def _declare_output_shapes(path: Path, top_k: int) -> None:
     onnx.save(model, str(path))
 
 
-def make_session(path: str | Path, *, threads: int | None = None, gpu: bool = False):
-    """An ONNX Runtime session; ``threads`` bounds intra-op threads (None: ORT's default)."""
+def make_session(path: str | Path, *, threads: int | None = None, gpu: bool = False, spin: bool = False):
+    """An ONNX Runtime session; ``threads`` bounds intra-op threads (None: ORT's default).
+
+    ``spin=False`` stops idle worker threads busy-waiting: on a shared machine spinning
+    threads steal the cores the other threads need.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     if gpu and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
