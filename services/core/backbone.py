@@ -7,7 +7,8 @@ inside ``forward`` so callers and exported graphs never need to know.
 
 Outputs:
 - ``forward(x)`` -> ``(N, feat_dim, h, w)``, the last feature map before pooling
-  (``h = ceil(H / 32)``); mean over ``h, w`` gives the pooled embedding.
+  (``h = H / 32`` when H is a multiple of 32; the padding is fixed for ``input_size``);
+  mean over ``h, w`` gives the pooled embedding.
 - ``pyramid(x)`` -> ``[C3, C4, C5]`` at strides 8, 16, 32 with ``pyramid_channels``
   channels, for a detector neck.
 

@@ -171,10 +171,10 @@ def evaluate(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
     }
 
 
-def check_class_sizes(n_pos: int, n_neg: int, minimum: int = MIN_PER_CLASS) -> None:
-    """Raise ValueError naming the class that is empty or has fewer than ``minimum`` images."""
+def check_class_sizes(n_pos: int, n_neg: int, minimum: int = MIN_PER_CLASS, what: str = "readable images") -> None:
+    """Raise ValueError naming the class that is empty or has fewer than ``minimum`` ``what``."""
     for name, n in (("positive", n_pos), ("negative", n_neg)):
         if n == 0:
-            raise ValueError(f"the {name} class is empty: no readable images")
+            raise ValueError(f"the {name} class is empty: no {what}")
         if n < minimum:
-            raise ValueError(f"the {name} class has {n} readable images; at least {minimum} are needed")
+            raise ValueError(f"the {name} class has {n} {what}; at least {minimum} are needed")

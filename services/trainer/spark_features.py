@@ -37,6 +37,7 @@ def get_spark(master: str, app_name: str = "labelfree-featurize"):
     return (SparkSession.builder.master(master).appName(app_name)
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
             .config("spark.driver.memory", "2g")
             .getOrCreate())
 
@@ -58,15 +59,16 @@ def _partition_fn(model_bc, input_size: int, views: tuple[str, ...], batch_size:
             paths = [Path(p) for p in frame["path"]]
             fs = featurize_files(paths, featurizer, input_size, views=views, batch_size=batch_size)
             index = dict(zip(map(str, paths), frame["idx"]))
-            out = {"idx": [int(index[str(f)]) for f in fs.files], "sha256": fs.sha256, "phash": fs.phash,
-                   "error": [None] * len(fs.files)}
+            ok_idx = [int(index[str(f)]) for f in fs.files]
+            bad_idx = [int(index[str(f)]) for f, _ in fs.skipped]
+            n_bad = len(bad_idx)
+            columns = {"idx": ok_idx + bad_idx, "sha256": fs.sha256 + [None] * n_bad,
+                       "phash": fs.phash + [None] * n_bad,
+                       "error": [""] * len(ok_idx) + [reason for _, reason in fs.skipped]}
             for v in views:
-                out[v] = [row.tolist() for row in fs.features[v]]
-            bad = {"idx": [int(index[str(f)]) for f, _ in fs.skipped], "sha256": [None] * len(fs.skipped),
-                   "phash": [None] * len(fs.skipped), "error": [reason for _, reason in fs.skipped]}
-            for v in views:
-                bad[v] = [None] * len(fs.skipped)
-            yield pd.concat([pd.DataFrame(out), pd.DataFrame(bad)], ignore_index=True)
+                columns[v] = [row.tolist() for row in fs.features[v]] + [None] * n_bad
+            # object columns: pandas 3's arrow-backed strings break Spark's Arrow conversion
+            yield pd.DataFrame({k: pd.Series(c, dtype="int64" if k == "idx" else object) for k, c in columns.items()})
 
     return run
 
@@ -117,7 +119,7 @@ def spark_featurize_files(
         result = df.mapInPandas(_partition_fn(model_bc, input_size, views, batch_size), schema).toPandas()
         model_bc.unpersist()
         for row in result.itertuples(index=False):
-            if row.error is not None:
+            if isinstance(row.error, str) and row.error:  # "" on success (pandas may turn None into NaN)
                 errors[int(row.idx)] = row.error
                 continue
             feats = {v: np.asarray(getattr(row, v), np.float32) for v in views}

@@ -79,7 +79,7 @@ def train_classifier(
     views = ("full", *augment)
     out_dir = Path(out_dir)
     pos_files, neg_files = list_images(pos_dirs), list_images(neg_dirs)
-    clf.check_class_sizes(len(pos_files), len(neg_files))
+    clf.check_class_sizes(len(pos_files), len(neg_files), what="image files")  # fail before featurising
 
     t0 = time.perf_counter()
     featurizer = get_featurizer(backbone, work_dir, threads)
