@@ -60,6 +60,7 @@ def train_classifier(
     spark_master: str | None = None,
     threads: int | None = None,
     labels: dict | None = None,
+    sources: dict | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> dict:
     """Featurise, split, cross-validate, fit, export; return the metrics dict (also in metrics.json).
@@ -67,7 +68,9 @@ def train_classifier(
     ``work_dir`` holds the exported featuriser per backbone version; ``store`` (object
     store or None) holds the feature cache. ``augment``: extra views from ``("flip", "crop")``
     added as training rows. ``spark_master``: featurise through Spark ``mapInPandas``
-    instead of in-process. Raises ValueError for an empty or too small class.
+    instead of in-process. ``pos_dirs``/``neg_dirs`` entries may also be single files.
+    ``sources`` replaces the folder lists in the manifest's provenance (e.g. a dataset id).
+    Raises ValueError for an empty or too small class.
     """
     from labelfree.core.backbone import load_backbone
 
@@ -149,7 +152,7 @@ def train_classifier(
                          "head fitted on train only",
     }
     training = {
-        "positive_dirs": [str(d) for d in pos_dirs], "negative_dirs": [str(d) for d in neg_dirs],
+        **(sources or {"positive_dirs": [str(d) for d in pos_dirs], "negative_dirs": [str(d) for d in neg_dirs]}),
         "augment": list(augment), "val_fraction": val_fraction, "seed": seed, "C": cv["C"],
         "n_positive": len(pos.files), "n_negative": len(neg.files),
         "images_file": "training_images.csv",
