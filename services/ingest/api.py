@@ -21,14 +21,12 @@ from starlette.concurrency import run_in_threadpool
 
 from labelfree.core import jobs
 from labelfree.core.app import create_app
-from labelfree.core.celery_app import enqueue
 from labelfree.core.db import get_session, session_scope
 from labelfree.core.errors import LabelfreeError, not_found
 from labelfree.core.models import Dataset, Image
 from labelfree.core.settings import get_settings
 from labelfree.core.store import get_store
 from labelfree.ingest import surveys
-from labelfree.ingest.providers import PROVIDERS
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
@@ -60,39 +58,27 @@ class SurveyCreate(BaseModel):
 
 
 def dataset_params(body: DatasetCreate) -> dict:
-    from labelfree.ingest.tasks import download_config, parse_negatives, request_from_params
+    """The job params for a request (validated as the worker will read them)."""
+    from labelfree.ingest.tasks import parse_negatives, validate_params
 
     try:
         per_word = parse_negatives(body.negatives)
-        params = {"query": body.query, "provider": body.provider, "positive_pages": body.positives,
-                  "page_size": body.page_size, "random_words": body.random_words if per_word else 0,
-                  "per_word": per_word, "hard_negatives": body.hard_negatives,
-                  "hard_negative_pages": body.hard_negative_pages, "min_side": body.min_side, "seed": body.seed,
-                  "provider_options": body.provider_options, "download": body.download}
-        request_from_params(params)
-        download_config(params)
     except ValueError as exc:
         raise LabelfreeError("invalid", str(exc)) from exc
-    if body.provider not in PROVIDERS:
-        raise LabelfreeError("invalid", f"unknown provider {body.provider!r}")
-    return params
+    return validate_params({
+        "query": body.query, "provider": body.provider, "positive_pages": body.positives,
+        "page_size": body.page_size, "random_words": body.random_words if per_word else 0, "per_word": per_word,
+        "hard_negatives": body.hard_negatives, "hard_negative_pages": body.hard_negative_pages,
+        "min_side": body.min_side, "seed": body.seed, "provider_options": body.provider_options,
+        "download": body.download})
 
 
 @router.post("/datasets", status_code=202)
 def create_dataset(body: DatasetCreate) -> dict:
     """Queue a dataset build; poll ``/v1/datasets/{id}`` (or the job) for progress and summary."""
-    from labelfree.ingest.tasks import build_dataset_task
+    from labelfree.ingest.tasks import submit_dataset
 
-    params = dataset_params(body)
-    with session_scope() as session:
-        job = jobs.create_job(session, jobs.JobKind.INGEST, params, project_id=body.project_id)
-        dataset = Dataset(query=body.query, provider=body.provider, params=params, job_id=job.id,
-                          project_id=body.project_id)
-        session.add(dataset)
-        session.flush()
-        job.params = {**params, "dataset_id": dataset.id}
-        job_id, dataset_id = job.id, dataset.id
-    enqueue(build_dataset_task, job_id)
+    dataset_id, job_id = submit_dataset(dataset_params(body), project_id=body.project_id)
     return {"dataset_id": dataset_id, "job_id": job_id, "state": "queued", "job_url": f"/v1/jobs/{job_id}",
             "dataset_url": f"/v1/datasets/{dataset_id}"}
 

@@ -195,6 +195,9 @@ def ingest_files(session: Session, store: ObjectStore, survey: Survey, files: It
 
 
 def _check_file(name: str, data: bytes, max_file_bytes: int) -> Rejection | None:
+    problem = check_member_name(name)
+    if problem:  # names end up in exports (MegaDetector "file"): keep them relative and inside
+        return Rejection(name, problem.replace(" in archive", ""), 400, "bad_request")
     if not data:
         return Rejection(name, "empty file", 400, "bad_request")
     if len(data) > max_file_bytes:

@@ -13,7 +13,8 @@ import logging
 import numpy as np
 from sqlalchemy import delete
 
-from labelfree.core.celery_app import QUEUE_INGEST, job_task
+from labelfree.core import jobs
+from labelfree.core.celery_app import QUEUE_INGEST, enqueue, job_task
 from labelfree.core.db import session_scope
 from labelfree.core.errors import LabelfreeError, not_found
 from labelfree.core.models import Dataset, Image
@@ -58,6 +59,41 @@ def download_config(params: dict) -> DownloadConfig:
     if unknown:
         raise ValueError(f"unknown download option(s) {sorted(unknown)}")
     return DownloadConfig(**options)
+
+
+def validate_params(params: dict) -> dict:
+    """Check dataset job params as the worker will read them; raises LabelfreeError (422)."""
+    try:
+        request = request_from_params(params)
+        download_config(params)
+        provider = make_provider(params.get("provider", "openverse"), **(params.get("provider_options") or {}))
+        provider.close()
+    except (ValueError, TypeError) as exc:
+        raise LabelfreeError("invalid", str(exc)) from exc
+    if request.page_size > provider.max_page_size:
+        raise LabelfreeError("invalid", f"page_size {request.page_size} is over {provider.name}'s limit of "
+                                        f"{provider.max_page_size} for this client")
+    return params
+
+
+def submit_dataset(params: dict, *, project_id: str | None = None, run_id: str | None = None) -> tuple[str, str]:
+    """Write a dataset row and its ingest job, enqueue it; returns ``(dataset_id, job_id)``.
+
+    ``params``: the job params (``query``, ``provider``, ``positive_pages``, ``page_size``, ``random_words``,
+    ``per_word``, ``hard_negatives``, ``hard_negative_pages``, ``min_side``, ``seed``,
+    ``provider_options``, ``download``); see :func:`request_from_params`.
+    """
+    validate_params(params)
+    with session_scope() as session:
+        job = jobs.create_job(session, jobs.JobKind.INGEST, params, project_id=project_id, run_id=run_id)
+        dataset = Dataset(query=params["query"], provider=params.get("provider", "openverse"), params=params,
+                          job_id=job.id, project_id=project_id)
+        session.add(dataset)
+        session.flush()
+        job.params = {**params, "dataset_id": dataset.id}
+        dataset_id, job_id = dataset.id, job.id
+    enqueue(build_dataset_task, job_id)
+    return dataset_id, job_id
 
 
 def image_row(image: IngestedImage, dataset_id: str) -> Image:

@@ -94,3 +94,12 @@ def test_bad_dataset_requests_are_422_before_any_job(client):
     r = client.post("/v1/datasets", json={"query": "lion", "download": {"threads": 5}})
     assert r.status_code == 422 and "threads" in r.json()["error"]["detail"]
     assert client.get("/v1/datasets/00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+def test_provider_options_are_checked_before_the_job_is_written(client):
+    r = client.post("/v1/datasets", json={"query": "lion", "provider_options": {"licences": ["arr"]}})
+    assert r.status_code == 422 and "licence" in r.json()["error"]["detail"]
+    r = client.post("/v1/datasets", json={"query": "lion", "provider_options": {"colour": "red"}})
+    assert r.status_code == 422 and "colour" in r.json()["error"]["detail"]
+    r = client.post("/v1/datasets", json={"query": "lion", "page_size": 100})
+    assert r.status_code == 422 and "openverse's limit of 20" in r.json()["error"]["detail"]

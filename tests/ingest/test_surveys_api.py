@@ -71,6 +71,7 @@ def test_multipart_upload_keeps_good_files_and_names_each_bad_one(client, survey
         ("files", ("empty.jpg", b"", "image/jpeg")),
         ("files", ("IMG_0001 copy.JPG", good, "image/jpeg")),  # duplicate
         ("files", ("Löwe_Ñandú_猫.jpg", photo(4), "image/jpeg")),  # unicode name
+        ("files", ("../../etc/cron.jpg", photo(5), "image/jpeg")),  # traversal in a part's file name
     ]
     r = client.post(f"/v1/surveys/{survey}/images", files=files)
     assert r.status_code == 207, r.text
@@ -82,6 +83,7 @@ def test_multipart_upload_keeps_good_files_and_names_each_bad_one(client, survey
     assert rejected["bomb.png"]["status"] == 413 and "over the limit" in rejected["bomb.png"]["reason"]
     assert rejected["empty.jpg"]["status"] == 400 and rejected["empty.jpg"]["reason"] == "empty file"
     assert rejected["IMG_0001 copy.JPG"]["status"] == 409 and "IMG_0001.JPG" in rejected["IMG_0001 copy.JPG"]["reason"]
+    assert rejected["../../etc/cron.jpg"]["status"] == 400 and "traversal" in rejected["../../etc/cron.jpg"]["reason"]
     first = next(a for a in body["accepted"] if a["file"] == "IMG_0001.JPG")
     assert first["captured_at"] == "2024-07-15T05:42:10"
     assert (first["camera_make"], first["camera_model"]) == ("Reconyx", "HyperFire 2")

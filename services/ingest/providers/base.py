@@ -128,6 +128,7 @@ class Provider(ABC):
 
     name: str = "provider"
     default_per_minute: float = 60.0
+    max_page_size: int = 10**9  # the largest page the API serves to this client
 
     def __init__(self, *, base_url: str, per_minute: float | None = None, timeout: float = 20.0,
                  max_retries: int = 4, max_retry_wait: float = 120.0, client: httpx.Client | None = None,

@@ -41,6 +41,7 @@ def licence_url(code: str | None) -> str | None:
 class INaturalistProvider(Provider):
     name = "inaturalist"
     default_per_minute = 60.0
+    max_page_size = MAX_PER_PAGE
 
     def __init__(self, *, base_url: str = DEFAULT_BASE_URL, quality_grade: str = "research",
                  licences: Iterable[str] = OPEN_LICENCES, photo_size: str = "medium",

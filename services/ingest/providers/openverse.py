@@ -60,6 +60,7 @@ class OpenverseProvider(Provider):
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock = threading.Lock()
+        self.max_page_size = AUTHENTICATED_MAX_PAGE_SIZE if client_id else ANONYMOUS_MAX_PAGE_SIZE
 
     def _auth_headers(self) -> dict:
         if self._credentials is None:

@@ -37,6 +37,7 @@ def _meta(ext: dict, key: str) -> str | None:
 class WikimediaProvider(Provider):
     name = "wikimedia"
     default_per_minute = 100.0
+    max_page_size = MAX_LIMIT
 
     def __init__(self, *, base_url: str = DEFAULT_BASE_URL, thumb_width: int = 1024, **kwargs):
         super().__init__(base_url=base_url, **kwargs)
