@@ -198,7 +198,7 @@ def build_dataset(request: DatasetRequest, provider: Provider, *, downloader: Do
     workers = downloader.config.workers
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
         futures: list[Future] = []  # in rank order; downloads start while later queries are searched
-        try:
+        try:  # on any error (cancellation included) queued downloads are dropped, not waited for
             for step, (label, query, pages, limit) in enumerate(plan):
                 source = provider if label == POSITIVE or negative_provider is None else negative_provider
                 try:
@@ -221,21 +221,21 @@ def build_dataset(request: DatasetRequest, provider: Provider, *, downloader: Do
                 if step == 0 and not futures:
                     # Not retryable: the search worked and found nothing.
                     raise LabelfreeError("invalid", f"{provider.name}: no results for {request.query!r}")
+            timings["search_s"] = time.monotonic() - started
+            rank = {future: i for i, future in enumerate(futures)}
+            ok: list[tuple[int, IngestedImage]] = []
+            for done, future in enumerate(as_completed(futures), 1):
+                outcome = future.result()
+                if isinstance(outcome, Exception):
+                    failures[_failure_reason(outcome)] += 1
+                    log.debug("skipped %s: %s", found[rank[future]][1].url, outcome)
+                else:
+                    ok.append((rank[future], outcome))
+                report(0.1 + 0.8 * done / len(futures))
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
-        timings["search_s"] = time.monotonic() - started
-        rank = {future: i for i, future in enumerate(futures)}
-        ok: list[tuple[int, IngestedImage]] = []
-        for done, future in enumerate(as_completed(futures), 1):
-            outcome = future.result()
-            if isinstance(outcome, Exception):
-                failures[_failure_reason(outcome)] += 1
-                log.debug("skipped %s: %s", found[rank[future]][1].url, outcome)
-            else:
-                ok.append((rank[future], outcome))
-            report(0.1 + 0.8 * done / len(futures))
     timings["fetch_s"] = time.monotonic() - started - timings["search_s"]
     ok.sort(key=lambda pair: pair[0])  # rank order, so dedupe keeps the best-ranked copy
     candidates = [image for _, image in ok]

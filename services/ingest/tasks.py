@@ -66,7 +66,7 @@ def validate_params(params: dict) -> dict:
     try:
         request = request_from_params(params)
         download_config(params)
-        provider = make_provider(params.get("provider", "openverse"), **(params.get("provider_options") or {}))
+        provider = make_provider(params.get("provider", "openverse"), **provider_options(params))
         provider.close()
     except (ValueError, TypeError) as exc:
         raise LabelfreeError("invalid", str(exc)) from exc
@@ -105,6 +105,22 @@ def image_row(image: IngestedImage, dataset_id: str) -> Image:
                  camera_make=image.camera_make, camera_model=image.camera_model)
 
 
+def provider_options(params: dict) -> dict:
+    """The provider's keyword arguments: job params plus credentials from Settings.
+
+    Credentials never travel in job params (they would sit in the jobs table); the worker
+    reads them from its environment (``LABELFREE_OPENVERSE_CLIENT_ID``/``_SECRET``).
+    """
+    options = dict(params.get("provider_options") or {})
+    if params.get("provider", "openverse") == "openverse":
+        settings = get_settings()
+        for key in ("client_id", "client_secret"):
+            value = getattr(settings, f"openverse_{key}", None)
+            if value and key not in options:
+                options[key] = value
+    return options
+
+
 def build_dataset_job(job_id: str, params: dict, progress) -> dict:
     """Build the dataset ``params['dataset_id']`` and record its images, manifest and summary."""
     dataset_id = params.get("dataset_id")
@@ -115,7 +131,7 @@ def build_dataset_job(job_id: str, params: dict, progress) -> dict:
             raise not_found("dataset", dataset_id)
     try:
         request = request_from_params(params)
-        provider = make_provider(params.get("provider", "openverse"), **(params.get("provider_options") or {}))
+        provider = make_provider(params.get("provider", "openverse"), **provider_options(params))
         config = download_config(params)
     except ValueError as exc:
         raise LabelfreeError("invalid", str(exc)) from exc

@@ -96,3 +96,22 @@ def test_same_url_under_positive_and_negative_queries_is_dropped_from_both(image
         result = build_dataset(request, provider, downloader=downloader, rng=np.random.default_rng(0))
     d = result.summary["duplicates"]
     assert result.images == [] and d["conflict_groups"] == 6 and d["conflict_images"] == 12
+
+
+def test_cancellation_from_progress_stops_without_waiting_for_every_download(devsearch_url):
+    class Cancelled(Exception):
+        pass
+
+    calls = []
+
+    def progress(fraction):
+        calls.append(fraction)
+        if fraction > 0.1:
+            raise Cancelled()
+
+    request = DatasetRequest("lion", positive_pages=1, page_size=20, random_words=5, per_word=10, min_side=32)
+    with Downloader(DownloadConfig(workers=1)) as downloader:
+        with pytest.raises(Cancelled):
+            build_dataset(request, OpenverseProvider(base_url=devsearch_url), downloader=downloader,
+                          rng=np.random.default_rng(0), progress=progress)
+    assert calls[-1] > 0.1
