@@ -133,7 +133,10 @@ class SanitizedImage:
     """A validated image ready to store.
 
     ``data`` are the bytes to store: GPS-free, pixels upright (EXIF orientation applied), with
-    capture date and camera kept in EXIF. ``image`` is the decoded RGB picture (``width`` x ``height``).
+    capture date and camera kept in EXIF; ``width`` x ``height`` are theirs. ``image`` is the decoded
+    RGB picture, upright: full size, or a reduced-scale preview when ``sanitize_image`` was asked
+    for one (for hashing). ``had_gps``: the input carried a location; ``rewritten``: ``data`` differs
+    from the input.
     """
 
     data: bytes
