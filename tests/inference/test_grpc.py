@@ -50,3 +50,18 @@ def test_an_unreachable_model_ends_the_call_with_unavailable(configure, det_dir,
     with pytest.raises(grpc.RpcError) as info:
         stub.Detect(detect_pb2.DetectRequest(image=jpeg_bytes(), file="a.jpg"), timeout=20)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "Triton" in info.value.details()
+
+
+def test_grpc_is_served_beside_rest_for_the_app_lifetime(configure, tiny_dir):
+    from fastapi.testclient import TestClient
+
+    port = free_port()
+    configure(inference_backend="onnxruntime", detector_dir=tiny_dir, grpc_port=port)
+    from labelfree.inference.api import app
+
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = detect_pb2_grpc.DetectServiceStub(channel).Detect(
+                detect_pb2.DetectRequest(image=jpeg_bytes(), file="x.jpg"), timeout=10)
+        assert reply.file == "x.jpg" and not reply.failure
