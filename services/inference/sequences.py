@@ -31,13 +31,15 @@ def camera_of(file_name: str | None, *, survey_camera: str | None = None, make: 
               model: str | None = None) -> str:
     """The camera a survey photo came from.
 
-    Surveys are uploaded one folder per camera station (``CAM07/IMG_0001.JPG``), so the top
-    folder names the camera when there is one; else the survey's camera; else EXIF make and
-    model (which names a model, not a unit, so it is the last resort).
+    Surveys are uploaded one folder per camera station, so the file's folder path names the
+    camera when there is one. The whole path, not one level: a Reconyx card nests frames in
+    ``100RECNX/`` under every station (``site/CAM07/100RECNX/IMG_0001.JPG``), and a shared
+    top folder wraps whole uploads. Else the survey's camera; else EXIF make and model (which
+    names a model, not a unit, so it is the last resort).
     """
-    parts = PurePosixPath((file_name or "").replace("\\", "/")).parts
-    if len(parts) > 1:
-        return parts[0]
+    parent = PurePosixPath((file_name or "").replace("\\", "/")).parent
+    if str(parent) not in ("", "."):
+        return str(parent)
     if survey_camera:
         return survey_camera
     label = " ".join(p for p in (make, model) if p).strip()

@@ -67,8 +67,9 @@ def test_sequence_verdict_is_the_max_confidence_of_its_frames():
     assert verdicts["s2"]["max_conf"] == 0.0
 
 
-def test_camera_comes_from_the_top_folder_then_survey_then_exif():
+def test_camera_comes_from_the_folder_path_then_survey_then_exif():
     assert camera_of("CAM07/IMG_1.JPG", survey_camera="S", make="Reconyx", model="HC600") == "CAM07"
+    assert camera_of("up/CAM07/100RECNX/IMG_1.JPG") != camera_of("up/CAM08/100RECNX/IMG_1.JPG")
     assert camera_of("IMG_1.JPG", survey_camera="S") == "S"
     assert camera_of("IMG_1.JPG", make="Reconyx", model="HC600") == "Reconyx HC600"
     assert camera_of(None) == "unknown"
