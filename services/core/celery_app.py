@@ -145,28 +145,49 @@ def run_job(task, fn: Callable[[str, dict, ProgressFn], dict], job_id: str) -> d
     except JobCancelled:
         with session_scope() as session:
             jobs.mark_job_cancelled(session, job_id)
+        _after(job_id, "cancelled", "cancelled on request")
         return {"cancelled": True}
     except LabelfreeError as exc:
         if exc.code == "unavailable" and task.request.retries < MAX_RETRIES:
             return _retry(task, job_id, exc)
         with session_scope() as session:
             jobs.mark_job_failed(session, job_id, f"{exc.code}: {exc.detail}", tb.format_exc())
+        _after(job_id, "failed", exc.detail)
         return {"failed": exc.detail}
     except RETRYABLE as exc:
         if task.request.retries < MAX_RETRIES:
             return _retry(task, job_id, exc)
         with session_scope() as session:
             jobs.mark_job_failed(session, job_id, f"{type(exc).__name__}: {exc}", tb.format_exc())
+        _after(job_id, "failed", str(exc))
         return {"failed": str(exc)}
     except Exception as exc:
         with session_scope() as session:
             jobs.mark_job_failed(session, job_id, f"{type(exc).__name__}: {exc}", tb.format_exc())
+        _after(job_id, "failed", f"{type(exc).__name__}: {exc}")
         return {"failed": str(exc)}
     finally:
         stop.set()
     with session_scope() as session:
         jobs.mark_job_succeeded(session, job_id, result)
+    _after(job_id, "succeeded")
     return {"succeeded": True}
+
+
+def _after(job_id: str, outcome: str, reason: str = "") -> None:
+    """Move the job's run (if any) on: next step on success, failed/cancelled otherwise."""
+    from labelfree.core import runs
+
+    with session_scope() as session:
+        job = session.get(jobs.Job, job_id)
+        run_id, step = job.run_id, (job.params or {}).get("_step")
+    if not run_id or not step:
+        return
+    if outcome == "succeeded":
+        runs.advance_run(run_id)
+    else:
+        state = jobs.JobState.CANCELLED if outcome == "cancelled" else jobs.JobState.FAILED
+        runs.fail_run(run_id, f"step {step}: {reason}", state)
 
 
 def _retry(task, job_id: str, exc: Exception):

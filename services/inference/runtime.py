@@ -9,6 +9,7 @@ service recovers when Triton returns without a restart.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -31,38 +32,95 @@ IMAGES = Histogram("labelfree_inference_batch_images", "Images per backend call"
 
 _lock = threading.Lock()
 _detector: Detector | None = None
+_detector_key: str | None = None
+_checked_at = 0.0
+# How often a serving process looks for a newly deployed detector (one small query).
+DEPLOY_POLL_SECONDS = 5.0
+
+
+def deployed_detector_dir() -> tuple[str, Path] | None:
+    """(model id, local DET_DIR) of the detector deployed through the registry, or None.
+
+    A deploy step marks one ``models`` row deployed; its files are materialised from the
+    object store into ``<data_dir>/deployed/<model_id>`` once per process.
+    """
+    from sqlalchemy import select
+
+    from labelfree.core.db import session_scope
+    from labelfree.core.models import Model
+    from labelfree.core.store import get_store
+
+    with session_scope() as session:
+        row = session.execute(select(Model).where(Model.kind == "detector", Model.deployed.is_(True))
+                              .order_by(Model.created_at.desc()).limit(1)).scalar_one_or_none()
+        if row is None:
+            return None
+        model_id, prefix = row.id, row.store_prefix
+    target = get_settings().data_dir / "deployed" / model_id
+    if not (target / "manifest.json").is_file():
+        get_store().get_dir(prefix, target)
+    return model_id, target
+
+
+def _wanted() -> tuple[str | None, Path | None]:
+    """What should serve now: the configured DET_DIR, else the registry's deployed detector.
+
+    With Triton the server holds the model; the registry only matters for the ORT backend.
+    """
+    s = get_settings()
+    if s.detector_dir is not None or s.inference_backend == "triton":
+        return "configured", s.detector_dir
+    found = deployed_detector_dir()
+    return (found[0], found[1]) if found else (None, None)
 
 
 def get_detector() -> Detector:
-    """The configured detector, built on first use (thread-safe)."""
-    global _detector
-    if _detector is not None:
+    """The detector to serve with, built on first use and rebuilt when a new one is deployed."""
+    global _detector, _detector_key, _checked_at
+    now = time.monotonic()
+    if _detector is not None and (_detector_key == "configured" or now - _checked_at < DEPLOY_POLL_SECONDS):
         return _detector
     with _lock:
-        if _detector is None:
-            s = get_settings()
-            backend = make_backend(s.inference_backend, detector_dir=s.detector_dir, triton_url=s.triton_url,
-                                   triton_model=s.triton_model, triton_version=s.triton_model_version,
-                                   onnx_providers=s.onnx_providers)
-            try:
-                _detector = make_detector(backend, s.detector_dir)
-            except BaseException:
-                backend.close()
-                raise
+        key, detector_dir = _wanted()
+        _checked_at = time.monotonic()
+        if _detector is not None and key == _detector_key:
+            return _detector
+        if key is None:
+            raise LabelfreeError("unavailable", "no detector deployed yet: finish a run (labelfree run ...) "
+                                                "or set LABELFREE_DETECTOR_DIR", retry_after=30)
+        s = get_settings()
+        backend = make_backend(s.inference_backend, detector_dir=detector_dir, triton_url=s.triton_url,
+                               triton_model=s.triton_model, triton_version=s.triton_model_version,
+                               onnx_providers=s.onnx_providers)
+        try:
+            fresh = make_detector(backend, detector_dir)
+        except BaseException:
+            backend.close()
+            raise
+        old, _detector, _detector_key = _detector, fresh, key
+        if old is not None:
+            old.close()
     return _detector
 
 
 def reset_detector() -> None:
     """Drop the detector (tests switch models and backends between cases)."""
-    global _detector
+    global _detector, _detector_key, _checked_at
     with _lock:
         if _detector is not None:
             _detector.close()
-        _detector = None
+        _detector, _detector_key, _checked_at = None, None, 0.0
 
 
 def detector_ready() -> None:
-    """Readiness check for /readyz: raise unless the model can serve now."""
+    """Readiness for /readyz: raise when a detector should serve but cannot.
+
+    A service with nothing deployed yet is ready (it answers detection calls with 503 and a
+    reason), so a fresh install comes up; a configured detector whose backend is down is not.
+    """
+    key, _ = _wanted()
+    if key is None:
+        return
     get_detector().backend.check_ready()
 
 

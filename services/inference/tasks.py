@@ -30,6 +30,7 @@ from labelfree.inference.sequences import DEFAULT_GAP_SECONDS, Shot, assign_sequ
 log = logging.getLogger(__name__)
 
 TASK_DETECT_SURVEY = "labelfree.inference.detect_survey"
+TASK_DEPLOY_DETECTOR = "labelfree.inference.deploy_detector"
 # Decoding runs in threads while ONNX Runtime works (both release the GIL for most of their work).
 DECODE_THREADS = 2
 
@@ -138,3 +139,15 @@ def _assign_sequences(job_id: str, images: Sequence, survey_camera: str | None, 
 def detect_survey_task(job_id: str, params: dict, progress: Callable[[float], None]) -> dict:
     """Celery entry point: the job row holds the params."""
     return run_survey_detection(job_id, params, progress)
+
+
+@job_task(TASK_DEPLOY_DETECTOR, QUEUE_DETECT)
+def deploy_detector_task(job_id: str, params: dict, progress: Callable[[float], None]) -> dict:
+    """The run's last step: serve the new detector (registry, and the Triton repository if set)."""
+    from labelfree.inference.deploy import deploy_detector
+
+    if not params.get("model_id"):
+        raise LabelfreeError("invalid", "deploy job params name no model_id")
+    s = get_settings()
+    return deploy_detector(params["model_id"], triton_repository=s.triton_repository, triton_model=s.triton_model,
+                           work_dir=s.data_dir / "work" / "deploy")
