@@ -79,16 +79,32 @@ class Head:
         return 1.0 / (1.0 + np.exp(-self.logit(X)))
 
 
-def fit_head(X: np.ndarray, y: np.ndarray, C: float, max_iter: int = 2000) -> Head:
-    """Class-balanced L2 logistic regression on standardised features, folded back to raw space."""
+def fit_head_path(X: np.ndarray, y: np.ndarray, Cs, max_iter: int = 2000) -> list[Head]:
+    """Class-balanced L2 logistic regression on standardised features for each C (ascending),
+    folded back to raw space. Each fit warm-starts from the previous, less regularised one.
+    """
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     X = np.asarray(X, np.float64)
     mean, std = X.mean(0), X.std(0) + 1e-6
-    model = LogisticRegression(C=C, max_iter=max_iter)
-    model.fit((X - mean) / std, y, sample_weight=balanced_weights(y))
-    coef = model.coef_[0] / std
-    return Head(coef=coef, intercept=float(model.intercept_[0] - coef @ mean), C=C)
+    Xs, weights = (X - mean) / std, balanced_weights(y)
+    model = LogisticRegression(max_iter=max_iter, warm_start=True)
+    heads = []
+    # One BLAS thread: these matrices are small, and on a busy machine multi-threaded BLAS
+    # spins and contends (measured 7x slower with 2 threads under load).
+    with threadpool_limits(limits=1, user_api="blas"):
+        for C in sorted(Cs):
+            model.set_params(C=C)
+            model.fit(Xs, y, sample_weight=weights)
+            coef = model.coef_[0] / std
+            heads.append(Head(coef=coef, intercept=float(model.intercept_[0] - coef @ mean), C=float(C)))
+    return heads
+
+
+def fit_head(X: np.ndarray, y: np.ndarray, C: float, max_iter: int = 2000) -> Head:
+    """Class-balanced L2 logistic regression on standardised features, folded back to raw space."""
+    return fit_head_path(X, y, [C], max_iter)[0]
 
 
 def cross_validate_c(X: np.ndarray, y: np.ndarray, groups: np.ndarray, is_aug: np.ndarray,
@@ -112,11 +128,14 @@ def cross_validate_c(X: np.ndarray, y: np.ndarray, groups: np.ndarray, is_aug: n
         val_groups = np.unique(groups[orig[val_o]])
         in_val = np.isin(groups, val_groups)
         folds.append((np.nonzero(~in_val)[0], orig[val_o]))  # train on every row of the other groups
+    Cs = sorted(float(c) for c in Cs)
+    preds = {C: np.full(len(y), np.nan) for C in Cs}
+    for train, val in folds:
+        for head in fit_head_path(X[train], y[train], Cs):
+            preds[head.C][val] = head.score(X[val])
     results, oof = {}, {}
     for C in Cs:
-        pred = np.full(len(y), np.nan)
-        for train, val in folds:
-            pred[val] = fit_head(X[train], y[train], C).score(X[val])
+        pred = preds[C]
         p = np.clip(pred[orig], 1e-7, 1 - 1e-7)
         results[C] = {"log_loss": float(log_loss(y[orig], p, sample_weight=balanced_weights(y[orig]))),
                       "roc_auc": float(roc_auc_score(y[orig], p))}

@@ -93,6 +93,8 @@ def make_session(model: str | Path | bytes, threads: int | None = None):
     if threads:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # Idle workers sleep instead of spinning: on a shared machine spinning steals the cores.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
                                 providers=["CPUExecutionProvider"])
 
