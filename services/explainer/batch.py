@@ -38,7 +38,8 @@ class ModelLabeller:
     def label(self, image: np.ndarray, rng: np.random.Generator) -> Labelled:
         """Boxes for one (H, W, 3) uint8 image (see ``labeller.label_image``)."""
         return label_image(image, rng=rng, config=self.config, predict_logit=self.model.logit,
-                           run_cam=self.model.run, model_side=self.model.input_size)
+                           run_cam=self.model.run, model_side=self.model.input_size,
+                           model_threshold=float(self.model.manifest.get("threshold", 0.5)))
 
 
 def label_record(labeller: ModelLabeller, key: str, path: str | Path, seed: int,
