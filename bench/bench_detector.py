@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--input-size", type=int, default=256)
     ap.add_argument("--train-threads", type=int, default=None)
+    ap.add_argument("--self-train-rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2, help="ORT threads for detection and timing")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the report here")
@@ -78,10 +79,10 @@ def main() -> None:
         config = TrainConfig(input_size=args.input_size, epochs=args.epochs, threads=args.train_threads)
         start = time.perf_counter()
         manifest = build_detector(args.pool, args.boxes, args.out, negatives=args.neg, config=config,
-                                  show_progress=True)
+                                  show_progress=True, self_train_rounds=args.self_train_rounds)
         report["train"] = {"seconds": round(time.perf_counter() - start, 1),
                            "n_positive": manifest["training"]["n_positive"],
-                           "n_negative": manifest["training"]["n_negative"], "epochs": args.epochs,
+                           "n_negative": manifest["training"]["n_negative"], "epochs": args.epochs, "self_train_rounds": args.self_train_rounds,
                            "input_size": args.input_size, "val_vs_teacher": manifest["metrics"]}
     manifest = json.loads((args.out / "manifest.json").read_text())
     report["train_history"] = json.loads((args.out / "metrics.json").read_text()).get("history")

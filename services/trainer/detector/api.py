@@ -44,6 +44,7 @@ class DetectorRequest(BaseModel):
     explain_job_id: uuid.UUID
     name: str | None = Field(None, max_length=200)
     instance_kind: Literal["cpu", "gpu"] = "cpu"
+    self_train_rounds: int = Field(1, ge=0, le=5)
     config: DetectorConfig = Field(default_factory=DetectorConfig)
 
 
@@ -60,7 +61,7 @@ def create_detector(body: DetectorRequest, response: Response, session: Session 
         raise LabelfreeError("conflict", f"explain job {explain.id} is {explain.state}; it must have succeeded")
     explain_inputs(explain.result)
     params = {"explain_job_id": explain.id, "instance_kind": body.instance_kind, "name": body.name,
-              "config": body.config.model_dump()}
+              "self_train_rounds": body.self_train_rounds, "config": body.config.model_dump()}
     job = jobs.create_job(session, jobs.JobKind.TRAIN_DETECTOR, params, project_id=explain.project_id,
                           run_id=explain.run_id, inputs={"explain_job_id": explain.id})
     job_id = job.id

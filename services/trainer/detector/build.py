@@ -23,6 +23,7 @@ from labelfree.trainer.detector.export import (
     write_json,
     write_triton_repository,
 )
+from labelfree.trainer.detector.selftrain import relabel
 from labelfree.trainer.detector.train import TrainConfig, train_detector
 
 
@@ -47,11 +48,17 @@ def _sha256(path: Path) -> str:
 def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
                    negatives: Sequence[str | Path] = (), config: TrainConfig | None = None,
                    instance_kind: str = "cpu", pool_kernel: int = 3, min_box_score: float = 0.0,
+                   unboxed_as_negative: bool = False, self_train_rounds: int = 1,
                    resume: bool = True, show_progress: bool = True, provenance: dict | None = None,
                    progress: Callable[[float], None] | None = None) -> dict:
     """Train on ``boxes`` (COCO-style, ``file_name`` relative to ``images``), export to ``out``.
 
-    ``negatives``: extra folders of images without the object. ``instance_kind``: ``cpu`` or
+    ``negatives``: extra folders of images without the object. Images listed in ``boxes`` without
+    any box are skipped unless ``unboxed_as_negative``: a teacher that found nothing on a search
+    result is weak evidence of absence, and training them as background would teach the detector
+    to miss exactly the hard cases. ``self_train_rounds``: times to relabel the positives with
+    the detector and train again (see :mod:`selftrain`); checkpoints of round r go to
+    ``checkpoints/round<r>``. ``instance_kind``: ``cpu`` or
     ``gpu`` for the Triton instance group. ``provenance`` (ids of the boxes, images, classifier
     and explainer run) is stored in the manifest. Returns the manifest.
     """
@@ -64,12 +71,22 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
     samples, labels, category_ids = load_coco_boxes(boxes, images, min_score=min_box_score)
     positives = [s for s in samples if not s.is_negative]
     extra_negatives = negative_samples(negatives) if negatives else []
-    all_negatives = [s for s in samples if s.is_negative] + extra_negatives
+    unboxed = [s for s in samples if s.is_negative]
+    all_negatives = (unboxed if unboxed_as_negative else []) + extra_negatives
     out.mkdir(parents=True, exist_ok=True)
 
-    report = (lambda share: progress(0.9 * share)) if progress else None
-    result = train_detector(positives, all_negatives, len(labels), out, config, resume=resume,
-                            show_progress=show_progress, progress=report)
+    if self_train_rounds < 0:
+        raise ValueError(f"self_train_rounds must be >= 0, got {self_train_rounds}")
+    rounds = self_train_rounds + 1
+    result, train_positives = None, positives
+    for r in range(rounds):
+        work = out if r == 0 else out / "checkpoints" / f"round{r}"
+        if r:
+            train_positives = relabel(result.detector, positives, work, input_size=config.input_size,
+                                      threads=config.threads)
+        report = (lambda share, r=r: progress(0.9 * (r + share) / rounds)) if progress else None
+        result = train_detector(train_positives, all_negatives, len(labels), work, config, resume=resume,
+                                show_progress=show_progress, progress=report)
     onnx_path = export_onnx(result.detector, out / "model.onnx", input_size=config.input_size,
                             top_k=config.top_k, pool_kernel=pool_kernel)
     check_samples = [s for s in positives[:4]] + all_negatives[:1]
@@ -84,7 +101,10 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
     training = {
         "images": str(images.resolve()), "boxes": str(boxes.resolve()), "boxes_sha256": _sha256(boxes),
         "negatives": [str(Path(n).resolve()) for n in negatives],
-        "n_positive": len(positives), "n_negative": len(all_negatives),
+        "n_positive": len(positives), "n_negative": len(all_negatives), "self_train_rounds": self_train_rounds,
+        "n_boxes_teacher": int(sum(len(p.boxes) for p in positives)),
+        "n_boxes_last_round": int(sum(len(p.boxes) for p in train_positives)),
+        "n_unboxed": len(unboxed), "unboxed_as_negative": unboxed_as_negative,
         "n_train": len(result.train_files), "n_val": len(result.val_files),
         "config": dataclasses.asdict(config), "provenance": provenance or {},
     }

@@ -33,6 +33,10 @@ def train_detector_cmd(
     backbone_mode: str = typer.Option("auto", "--backbone-mode", help="frozen, top, all or auto"),
     instance_kind: str = typer.Option("cpu", "--instance-kind", help="Triton instance group: cpu or gpu"),
     seed: int = typer.Option(0),
+    unboxed_negative: bool = typer.Option(False, "--unboxed-negative",
+                                          help="train images listed without boxes as negatives (default: skip them)"),
+    self_train_rounds: int = typer.Option(1, "--self-train-rounds", min=0,
+                                          help="relabel with the detector and retrain this many times"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for training (default: torch's)"),
     resume: bool = typer.Option(True, help="continue from DET_DIR/checkpoints/last.pt when present"),
 ) -> None:
@@ -47,7 +51,8 @@ def train_detector_cmd(
                              backbone_mode=backbone_mode, seed=seed, threads=threads)
         config.validate()
         manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,
-                                  instance_kind=instance_kind, resume=resume)
+                                  instance_kind=instance_kind, resume=resume,
+                                  unboxed_as_negative=unboxed_negative, self_train_rounds=self_train_rounds)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     metrics = manifest["metrics"]

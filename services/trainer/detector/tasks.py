@@ -80,6 +80,8 @@ def train_detector_job(job_id: str, params: dict, progress) -> dict:
     config = TrainConfig(**params.get("config", {}))
     manifest = build_detector(images, boxes_path, work / "det", negatives=params.get("negatives", ()),
                               config=config, instance_kind=params.get("instance_kind", "cpu"),
+                              unboxed_as_negative=bool(params.get("unboxed_as_negative", False)),
+                              self_train_rounds=int(params.get("self_train_rounds", 1)),
                               show_progress=False, provenance=provenance, progress=progress)
     # Files first, row last, under an id derived from the job: a redelivery re-uploads the
     # same keys and finds the row, so nothing is registered half-stored or twice.

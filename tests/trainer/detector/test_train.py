@@ -68,3 +68,19 @@ def test_config_rejects_bad_values():
 def test_config_rejects_top_k_beyond_the_heat_map():
     with pytest.raises(ValueError, match="top_k=100"):
         TrainConfig(input_size=64).validate()
+
+
+def test_relabel_with_the_trained_detector_finds_the_known_boxes(trained, synthetic, tmp_path):
+    from tests.trainer.detector.test_export import _load_detector
+    from labelfree.trainer.detector.selftrain import relabel
+
+    samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
+    positives = [s for s in samples if not s.is_negative]
+    detector = _load_detector(trained["dir"], trained["config"])
+    new = relabel(detector, positives, tmp_path, input_size=trained["config"].input_size, relative=0.5)
+    assert [s.path for s in new] == [s.path for s in positives]
+    good = sum(len(n.boxes) == len(o.boxes) and (box_iou(o.boxes, n.boxes).max(axis=1) >= 0.5).all()
+               for o, n in zip(positives, new))
+    assert good >= len(positives) - 1
+    with pytest.raises(ValueError, match="relative"):
+        relabel(detector, positives, tmp_path, input_size=96, relative=0.0)
