@@ -78,3 +78,13 @@ def test_classify_rejects_a_folder_that_is_not_a_model(image_folders, tmp_path):
     result = runner.invoke(app, ["classify", "--model", str(tmp_path), "--images", str(image_folders["pos"]),
                                  "--out", str(tmp_path / "s.csv")])
     assert result.exit_code == 2 and "model.onnx is missing" in result.output
+
+
+def test_augment_adds_flip_and_crop_rows_for_training_only(model_dir, image_folders, tmp_path):
+    result = runner.invoke(app, ["train-classifier", "--pos", str(image_folders["pos"]),
+                                 "--neg", str(image_folders["neg"]), "--out", str(tmp_path / "aug"), "--augment"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "aug" / "metrics.json").read_text())
+    assert metrics["counts"]["augmented_rows"] == 2 * 28
+    assert metrics["validation"]["n"] == metrics["counts"]["validation"]  # views are never scored
+    assert metrics["feature_cache"]["hits"] >= 28  # the full views come from the cache
