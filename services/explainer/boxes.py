@@ -62,15 +62,11 @@ def mask_boxes(mask: np.ndarray, evidence: np.ndarray, *, min_area: float = 0.01
     if n == 0:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
     positive = np.clip(np.asarray(evidence, dtype=np.float64), 0.0, None)
+    boxes, mass = _label_boxes(labels, n, positive)
+    # Fragments of one animal are separate components; merge those that nearly touch first.
+    boxes, mass, group = merge_close_boxes(boxes, mass, gap=merge_gap * float(np.hypot(h, w)), return_groups=True)
     if split_h is not None and positive.max() > 0:
-        labels, n = _watershed_split(positive, mask, split_h)
-        present, dense = np.unique(labels, return_inverse=True)  # keep labels 1..n without gaps
-        labels = dense.reshape(labels.shape) if present[0] == 0 else dense.reshape(labels.shape) + 1
-        n = int(labels.max())
-    mass = np.asarray(ndimage.sum_labels(positive, labels, index=np.arange(1, n + 1)))
-    slices = ndimage.find_objects(labels)
-    boxes = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in slices], dtype=np.float64)
-    boxes, mass = merge_close_boxes(boxes, mass, gap=merge_gap * float(np.hypot(h, w)))
+        boxes, mass = _split_groups(boxes, mass, group, labels, positive, mask, split_h, min_share)
     share = mass / max(mass.sum(), 1e-12)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / float(h * w)
     keep = (area >= min_area) & (share >= min_share)
@@ -79,6 +75,37 @@ def mask_boxes(mask: np.ndarray, evidence: np.ndarray, *, min_area: float = 0.01
     boxes, share = boxes[keep], share[keep]
     order = np.argsort(-share, kind="stable")
     return boxes[order].astype(np.float32), share[order].astype(np.float32)
+
+
+def _label_boxes(labels: np.ndarray, n: int, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 4) xyxy boxes and (n,) positive mass of labels 1..n."""
+    mass = np.asarray(ndimage.sum_labels(positive, labels, index=np.arange(1, n + 1)), dtype=np.float64)
+    slices = ndimage.find_objects(labels, max_label=n)
+    boxes = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] if s is not None else [0, 0, 0, 0]
+                      for s in slices], dtype=np.float64)
+    return boxes, mass
+
+
+def _split_groups(boxes, mass, group, cc_labels, positive, mask, split_h, min_share):
+    """Replace a merged group's box by its watershed basins' boxes when 2+ basins each hold min_share of it."""
+    ws, n_ws = _watershed_split(positive, mask, split_h)
+    if n_ws <= len(boxes):
+        return boxes, mass
+    ws_boxes, ws_mass = _label_boxes(ws, n_ws, positive)
+    # Each basin lies inside one connected component (watershed floods within the mask).
+    ws_cc = np.asarray(ndimage.maximum(cc_labels, ws, index=np.arange(1, n_ws + 1)), dtype=int)
+    ws_group = group[ws_cc - 1]
+    out_boxes, out_mass = [], []
+    for g in range(len(boxes)):  # loop over a handful of regions, not pixels
+        members = np.nonzero((ws_group == g) & (ws_mass > 0))[0]
+        strong = members[ws_mass[members] >= min_share * max(mass[g], 1e-12)]
+        if len(strong) >= 2:
+            out_boxes.append(ws_boxes[strong])
+            out_mass.append(ws_mass[strong])
+        else:
+            out_boxes.append(boxes[g:g + 1])
+            out_mass.append(mass[g:g + 1])
+    return np.concatenate(out_boxes), np.concatenate(out_mass)
 
 
 def _watershed_split(positive: np.ndarray, mask: np.ndarray, h: float) -> tuple[np.ndarray, int]:
@@ -94,13 +121,15 @@ def _watershed_split(positive: np.ndarray, mask: np.ndarray, h: float) -> tuple[
     return labels, int(labels.max())
 
 
-def merge_close_boxes(boxes: np.ndarray, mass: np.ndarray, *, gap: float) -> tuple[np.ndarray, np.ndarray]:
+def merge_close_boxes(boxes: np.ndarray, mass: np.ndarray, *, gap: float, return_groups: bool = False):
     """Union boxes that overlap or lie within ``gap`` pixels of each other, until none do.
 
-    boxes: (N, 4) xyxy; mass: (N,) summed into the merged box. Returns the merged pair.
+    boxes: (N, 4) xyxy; mass: (N,) summed into the merged box. Returns the merged (boxes, mass)
+    and, with ``return_groups``, also (N,) int: the merged box each input went into.
     """
     boxes = np.asarray(boxes, dtype=np.float64).copy()
     mass = np.asarray(mass, dtype=np.float64).copy()
+    owner = np.arange(len(boxes))
     while len(boxes) > 1:
         dx = np.maximum(boxes[:, None, 0], boxes[None, :, 0]) - np.minimum(boxes[:, None, 2], boxes[None, :, 2])
         dy = np.maximum(boxes[:, None, 1], boxes[None, :, 1]) - np.minimum(boxes[:, None, 3], boxes[None, :, 3])
@@ -118,7 +147,8 @@ def merge_close_boxes(boxes: np.ndarray, mass: np.ndarray, *, gap: float) -> tup
         np.maximum.at(merged[:, 2], group, boxes[:, 2])
         np.maximum.at(merged[:, 3], group, boxes[:, 3])
         boxes, mass = merged, np.bincount(group, weights=mass, minlength=n_groups)
-    return boxes, mass
+        owner = group[owner]
+    return (boxes, mass, owner) if return_groups else (boxes, mass)
 
 
 def _components(adjacency: np.ndarray) -> tuple[int, np.ndarray]:
