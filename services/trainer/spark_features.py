@@ -13,6 +13,7 @@ on the driver too, before the job: only the misses go to Spark.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -32,6 +33,8 @@ def get_spark(master: str, app_name: str = "labelfree-featurize"):
     # Executors must run the same interpreter (and so the same onnxruntime) as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # py4j logs every connection at INFO, even from __del__ at interpreter exit.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     if master.startswith("sc://"):
         return SparkSession.builder.remote(master).appName(app_name).getOrCreate()
     return (SparkSession.builder.master(master).appName(app_name)
