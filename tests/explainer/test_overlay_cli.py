@@ -1,0 +1,40 @@
+"""Overlay PNGs and the `explain` command on a folder (exit codes, COCO output, skipped files)."""
+
+import json
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from labelfree.explainer.cli import app
+from labelfree.explainer.labeller import LabelConfig, label_image
+from labelfree.explainer.overlay import save_overlay
+from tests.explainer.synthetic import red_logit, scene
+
+
+def test_overlay_png_has_the_image_size(tmp_path):
+    image = scene(64, ((20, 20, 20),))
+    out = label_image(image, rng=np.random.default_rng(0), predict_logit=red_logit, model_side=64,
+                      config=LabelConfig(method="lime", n_samples=64, n_segments=20, fill="mean"))
+    path = save_overlay(image, out, tmp_path / "o" / "x.png")
+    assert Image.open(path).size == (64, 64)
+
+
+def test_explain_command_writes_coco_and_reports_skipped(red_model_dir, tmp_path):
+    images = tmp_path / "imgs"
+    (images / "sub").mkdir(parents=True)
+    Image.fromarray(scene(128, ((40, 40, 40),))).save(images / "sub" / "one.png")
+    (images / "bad.jpg").write_bytes(b"nope")
+    out = tmp_path / "boxes.json"
+    result = CliRunner().invoke(app, ["--model", str(red_model_dir), "--images", str(images), "--out", str(out),
+                                      "--overlays", str(tmp_path / "ov")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [im["file_name"] for im in data["images"]] == ["sub/one.png"]
+    assert len(data["annotations"]) == 1 and data["skipped"][0]["file_name"] == "bad.jpg"
+    assert (tmp_path / "ov" / "sub" / "one.png.png").is_file()
+
+
+def test_explain_command_rejects_a_missing_model(tmp_path):
+    result = CliRunner().invoke(app, ["--model", str(tmp_path), "--images", str(tmp_path), "--out", "x.json"])
+    assert result.exit_code == 2
