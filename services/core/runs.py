@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 # Task names are the contract between the run chain and the services that register them.
 TASK_BUILD_DATASET = "labelfree.ingest.build_dataset"
 TASK_TRAIN_CLASSIFIER = "labelfree.trainer.train_classifier"
-TASK_EXPLAIN = "labelfree.explainer.explain_dataset"
+TASK_EXPLAIN = "labelfree.explainer.explain"
 TASK_TRAIN_DETECTOR = "labelfree.trainer.detector.train_detector"
 TASK_DEPLOY = "labelfree.inference.deploy_detector"
 

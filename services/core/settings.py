@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     detector_dir: Path | None = None
     onnx_providers: str = "auto"
 
+    # Optional Openverse OAuth client credentials: lift the anonymous rate limit.
+    openverse_client_id: str | None = None
+    openverse_client_secret: str | None = None
+
     backbone: str = "efficientnet-lite0"
     # A job whose worker has not beaten its heart for this long is taken over by a redelivery.
     job_lease_seconds: int = 120
