@@ -21,6 +21,8 @@ def _env(profile: str, tmp_path) -> dict:
     if profile == "cluster":
         for key in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND", "STORE_URL"):
             env[f"LABELFREE_{key}"] = os.environ[f"LABELFREE_{key}"]
+        # `up` starts no Triton server; the Triton backend has its own tests (tests/inference)
+        env["LABELFREE_INFERENCE_BACKEND"] = "onnxruntime"
     for name in SERVICES + ("grpc",):
         env[f"LABELFREE_{name.upper()}_PORT"] = str(free_port())
     return env
