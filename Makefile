@@ -39,5 +39,8 @@ test-all: install triton-venv
 bench: install triton-venv
 	bash bench/run_all.sh
 
+lint-deploy: install
+	$(BIN)/python -m pytest -q tests/deploy
+
 clean:
 	rm -rf $(VENV) .venv-triton

@@ -225,4 +225,7 @@ async def upload_archive(survey_id: uuid.UUID, request: Request) -> JSONResponse
     return _answer(str(survey_id), report)
 
 
-app = create_app("ingest", [router])
+# The ingest service is the product's front door, so it also serves projects and runs.
+from labelfree.pipeline.api import router as projects_router  # noqa: E402
+
+app = create_app("ingest", [router, projects_router])
