@@ -185,11 +185,15 @@ def main() -> None:
     try:
         app()
     except LabelfreeError as exc:
-        console.print(f"error: {exc.detail}", markup=False, highlight=False)
-        sys.exit(2)
+        _one_line_error(exc.detail)
     except (ValueError, FileNotFoundError, PermissionError) as exc:
-        console.print(f"error: {exc}", markup=False, highlight=False)
-        sys.exit(2)
+        _one_line_error(str(exc))
+
+
+def _one_line_error(reason: str) -> None:
+    """The contract: bad input exits non-zero with a one-line reason (no wrapping, no markup)."""
+    sys.stderr.write("error: " + " ".join(reason.split()) + "\n")
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -13,28 +13,17 @@ on train. The exported head is refitted on train + validation with the same C.
 from __future__ import annotations
 
 import csv
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-import labelfree
 from labelfree.core.images import decode_image, iter_image_files
 from labelfree.trainer import classifier as clf
 from labelfree.trainer.export import build_manifest, export_classifier, write_json
 from labelfree.trainer.featurize import FeatureCache, FeatureSet, featurize_files, get_featurizer, image_views
-
-
-def code_version() -> str:
-    """Package version plus the git commit when run from a checkout."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(labelfree.__file__).parent,
-                             capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        rev = ""
-    return f"{labelfree.__version__}+{rev}" if rev else labelfree.__version__
+from labelfree.core.version import code_version
 
 
 def list_images(dirs: Sequence[str | Path]) -> list[Path]:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import subprocess
 from pathlib import Path
 from typing import Callable, Sequence
 
-import labelfree
 from labelfree.trainer.detector.data import DetectionDataset, collate, load_coco_boxes, negative_samples
 from labelfree.trainer.detector.export import (
     TRITON_NAME,
@@ -25,16 +23,7 @@ from labelfree.trainer.detector.export import (
 )
 from labelfree.trainer.detector.selftrain import relabel
 from labelfree.trainer.detector.train import TrainConfig, train_detector
-
-
-def code_version() -> str:
-    """Package version plus the git commit when run from a checkout."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(labelfree.__file__).parent,
-                             capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        rev = ""
-    return f"{labelfree.__version__}+{rev}" if rev else labelfree.__version__
+from labelfree.core.version import code_version
 
 
 def _sha256(path: Path) -> str:
