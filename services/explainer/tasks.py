@@ -62,7 +62,8 @@ def explain_job(job_id: str, params: dict, progress) -> dict:
     records = explain_with_spark(items, model_dir, master=settings.spark_master, config=config,
                                  seed=int(params.get("seed", 0)))
     progress(0.9)
-    names = {image_id: name or key for image_id, key, name in rows}
+    # file_name = the object-store key, so the detector task can fetch each image (its contract)
+    names = {image_id: key for image_id, key, _name in rows}
     with session_scope() as session:
         session.execute(delete(Box).where(Box.job_id == job_id))  # redelivery: replace, never duplicate
         for record in records:
@@ -73,4 +74,5 @@ def explain_job(job_id: str, params: dict, progress) -> dict:
     coco_key = f"boxes/{job_id}.json"
     store.put(coco_key, json.dumps(coco).encode())
     return {"images": len(coco["images"]), "boxes": len(coco["annotations"]),
-            "skipped": coco["skipped"], "coco_key": coco_key, "method": config.method}
+            "skipped": coco["skipped"], "coco_key": coco_key, "boxes_key": coco_key, "method": config.method,
+            "dataset_id": params["dataset_id"], "classifier_model_id": model_id}
