@@ -180,7 +180,7 @@ def _after(job_id: str, outcome: str, reason: str = "") -> None:
 
     with session_scope() as session:
         job = session.get(jobs.Job, job_id)
-        run_id, step = job.run_id, (job.params or {}).get("_step")
+        run_id, step = job.run_id, job.kind
     if not run_id or not step:
         return
     if outcome == "succeeded":

@@ -98,9 +98,8 @@ def step_jobs(session: Session, run_id: str) -> dict[str, Job]:
     rows = session.execute(select(Job).where(Job.run_id == run_id).order_by(Job.created_at)).scalars()
     latest: dict[str, Job] = {}
     for job in rows:
-        step = (job.params or {}).get("_step")
-        if step:
-            latest[step] = job
+        if job.kind in STEP_NAMES:  # a step's job kind is its step name
+            latest[job.kind] = job
     return latest
 
 
@@ -135,7 +134,7 @@ def next_step(session: Session, run_id: str) -> tuple[Run, Job | None]:
         if current is not None and not JobState(current.state).is_terminal():
             return run, None  # already written and on its way
         params, inputs = step.params(session, run, done)
-        job = jobs.create_job(session, step.kind, {**params, "_step": step.name}, project_id=run.project_id,
+        job = jobs.create_job(session, step.kind, params, project_id=run.project_id,
                               run_id=run.id, inputs=inputs)
         run.state = JobState.RUNNING.value
         run.current_step = step.name
@@ -149,7 +148,7 @@ def next_step(session: Session, run_id: str) -> tuple[Run, Job | None]:
 def send_step(job: Job) -> None:
     from labelfree.core.celery_app import celery_app
 
-    step = next(s for s in _steps() if s.name == job.params["_step"])
+    step = next(s for s in _steps() if s.name == job.kind)
     celery_app.send_task(step.task, args=[job.id], queue=step.queue)
 
 
