@@ -227,3 +227,15 @@ def enqueue(task, job_id: str) -> str:
     with session_scope() as session:
         jobs.get_job(session, job_id).celery_task_id = result.id
     return result.id
+
+
+def submit_job(session, response, task, kind: jobs.JobKind, params: dict, **job_fields) -> dict:
+    """The API side of every job: write the row, commit it, send it, answer 202's body.
+
+    The row is committed before the message goes out, so a fast worker always finds it.
+    """
+    job_id = jobs.create_job(session, kind, params, **job_fields).id
+    session.commit()
+    enqueue(task, job_id)
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    return {"job_id": job_id, "state": jobs.JobState.QUEUED.value}

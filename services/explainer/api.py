@@ -36,7 +36,7 @@ class ExplainRequest(BaseModel):
 @router.post("", status_code=202)
 def create_explanation(body: ExplainRequest, response: Response, session: Session = Depends(get_session)) -> dict:
     """Queue boxes for the dataset's positive images from the classifier; poll ``/v1/jobs/{job_id}``."""
-    from labelfree.core.celery_app import enqueue
+    from labelfree.core.celery_app import submit_job
     from labelfree.explainer.tasks import explain_job
 
     model_id, dataset_id = str(body.model_id), str(body.dataset_id)
@@ -48,13 +48,8 @@ def create_explanation(body: ExplainRequest, response: Response, session: Sessio
         raise not_found("dataset", dataset_id)
     params = {"model_id": model_id, "dataset_id": dataset_id, "method": body.method,
               "samples": body.samples, "seed": body.seed}
-    job = jobs.create_job(session, jobs.JobKind.EXPLAIN, params, project_id=dataset.project_id,
-                          inputs={"model_id": model_id, "dataset_id": dataset_id})
-    job_id = job.id
-    session.commit()
-    enqueue(explain_job, job_id)
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
-    return {"job_id": job_id, "state": jobs.JobState.QUEUED.value}
+    return submit_job(session, response, explain_job, jobs.JobKind.EXPLAIN, params,
+                      project_id=dataset.project_id, inputs={"model_id": model_id, "dataset_id": dataset_id})
 
 
 @router.get("/{job_id}/boxes")

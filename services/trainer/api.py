@@ -37,7 +37,7 @@ class ClassifierRequest(BaseModel):
 @router.post("", status_code=202)
 def create_classifier(body: ClassifierRequest, response: Response, session: Session = Depends(get_session)) -> dict:
     """Queue training on the dataset's positive/negative images; poll ``/v1/jobs/{job_id}``."""
-    from labelfree.core.celery_app import enqueue
+    from labelfree.core.celery_app import submit_job
     from labelfree.trainer.tasks import train_classifier_job
 
     dataset_id = str(body.dataset_id)
@@ -51,13 +51,8 @@ def create_classifier(body: ClassifierRequest, response: Response, session: Sess
             raise LabelfreeError("invalid", f"dataset {dataset_id} has {counts.get(label, 0)} {label} images; "
                                             f"at least {MIN_PER_CLASS} are needed")
     params = {"dataset_id": dataset_id, "name": body.name, "augment": body.augment, "spark": body.spark}
-    job = jobs.create_job(session, jobs.JobKind.TRAIN, params, project_id=dataset.project_id,
-                          inputs={"dataset_id": dataset_id})
-    job_id = job.id
-    session.commit()
-    enqueue(train_classifier_job, job_id)
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
-    return {"job_id": job_id, "state": jobs.JobState.QUEUED.value}
+    return submit_job(session, response, train_classifier_job, jobs.JobKind.TRAIN, params,
+                      project_id=dataset.project_id, inputs={"dataset_id": dataset_id})
 
 
 @router.get("/{classifier_id}")

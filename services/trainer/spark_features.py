@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -23,26 +21,12 @@ import numpy as np
 
 from labelfree.trainer.featurize import FeatureCache, FeatureSet, featurize_files
 
-_SESSIONS: dict[str, object] = {}
-
 
 def get_spark(master: str, app_name: str = "labelfree-featurize"):
-    """A SparkSession on ``master`` (``local[2]``, ``k8s://...``, ``sc://...`` for Spark Connect)."""
-    from pyspark.sql import SparkSession
+    """A SparkSession on ``master`` (``local[2]``, ``k8s://...``, ``sc://...``), from core's one factory."""
+    from labelfree.core.spark import spark_session
 
-    # Executors must run the same interpreter (and so the same onnxruntime) as the driver.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    # py4j logs every connection at INFO, even from __del__ at interpreter exit.
-    logging.getLogger("py4j").setLevel(logging.WARNING)
-    if master.startswith("sc://"):
-        return SparkSession.builder.remote(master).appName(app_name).getOrCreate()
-    return (SparkSession.builder.master(master).appName(app_name)
-            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-            .config("spark.ui.enabled", "false")
-            .config("spark.ui.showConsoleProgress", "false")
-            .config("spark.driver.memory", "2g")
-            .getOrCreate())
+    return spark_session(master, app_name)
 
 
 def _partition_fn(model_bc, input_size: int, views: tuple[str, ...], batch_size: int):

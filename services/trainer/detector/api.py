@@ -51,7 +51,7 @@ class DetectorRequest(BaseModel):
 @router.post("", status_code=202)
 def create_detector(body: DetectorRequest, response: Response, session: Session = Depends(get_session)) -> dict:
     """Queue training on the explain job's boxes; poll ``/v1/jobs/{job_id}``."""
-    from labelfree.core.celery_app import enqueue
+    from labelfree.core.celery_app import submit_job
     from labelfree.trainer.detector.tasks import explain_inputs, train_detector_job
 
     explain = jobs.get_job(session, str(body.explain_job_id))
@@ -62,13 +62,8 @@ def create_detector(body: DetectorRequest, response: Response, session: Session 
     explain_inputs(explain.result)
     params = {"explain_job_id": explain.id, "instance_kind": body.instance_kind, "name": body.name,
               "self_train_rounds": body.self_train_rounds, "config": body.config.model_dump()}
-    job = jobs.create_job(session, jobs.JobKind.TRAIN_DETECTOR, params, project_id=explain.project_id,
-                          run_id=explain.run_id, inputs={"explain_job_id": explain.id})
-    job_id = job.id
-    session.commit()
-    enqueue(train_detector_job, job_id)
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
-    return {"job_id": job_id, "state": jobs.JobState.QUEUED.value}
+    return submit_job(session, response, train_detector_job, jobs.JobKind.TRAIN_DETECTOR, params,
+                      project_id=explain.project_id, run_id=explain.run_id, inputs={"explain_job_id": explain.id})
 
 
 @router.get("/{model_id}")
