@@ -89,6 +89,7 @@ def build_triton(args: argparse.Namespace):
     triton = Triton(config=config)
     triton.bind(
         model_name=args.name,
+        model_version=args.version,
         infer_func=infer,
         inputs=[Tensor(name="images", dtype=np.uint8, shape=(size, size, 3))],
         outputs=[Tensor(name="boxes", dtype=np.float32, shape=(k, 4)),
@@ -98,7 +99,8 @@ def build_triton(args: argparse.Namespace):
                            batcher=DynamicBatcher(max_queue_delay_microseconds=args.queue_delay_us)),
         strict=True,
     )
-    log.info("serving %s (S=%d, K=%d) on grpc :%d http :%d", args.name, size, k, args.grpc_port, args.http_port)
+    log.info("serving %s version %d (S=%d, K=%d) on grpc :%d http :%d", args.name, args.version, size, k,
+             args.grpc_port, args.http_port)
     return triton
 
 
@@ -106,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="detector directory holding model.onnx")
     parser.add_argument("--name", default="labelfree_detector")
+    # A deploy writes <repository>/<name>/<version>/model.onnx; serving that folder under its own
+    # version number lets clients pin LABELFREE_TRITON_MODEL_VERSION to what was deployed.
+    parser.add_argument("--version", type=int, default=1, help="model version to serve the model as")
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--metrics-port", type=int, default=8002)

@@ -39,17 +39,17 @@ def server_env(python: Path) -> dict[str, str]:
 
 
 def command(model_dir: Path, *, grpc_port: int, http_port: int, metrics_port: int, name: str = "labelfree_detector",
-            max_batch: int = 32, venv: Path | None = None) -> list[str]:
+            max_batch: int = 32, venv: Path | None = None, version: int = 1) -> list[str]:
     return [str(venv_python(venv)), str(SERVER_SCRIPT), "--model", str(model_dir), "--name", name,
             "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
-            "--max-batch", str(max_batch)]
+            "--max-batch", str(max_batch), "--version", str(version)]
 
 
 def start(model_dir: Path, *, grpc_port: int, http_port: int, metrics_port: int, log_path: Path,
-          name: str = "labelfree_detector", venv: Path | None = None) -> subprocess.Popen:
+          name: str = "labelfree_detector", venv: Path | None = None, version: int = 1) -> subprocess.Popen:
     """Start the server in the background (its own process group); logs go to ``log_path``."""
     cmd = command(model_dir, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, name=name,
-                  venv=venv)
+                  venv=venv, version=version)
     log = open(log_path, "ab")
     try:
         return subprocess.Popen(cmd, env=server_env(Path(cmd[0])), stdout=log, stderr=subprocess.STDOUT,
