@@ -169,8 +169,31 @@ def calibration(y: np.ndarray, score: np.ndarray, n_bins: int = 10) -> dict:
     return {"ece": float(ece), "brier": float(np.mean((score - y) ** 2)), "bins": bins}
 
 
+def _thin(xs: np.ndarray, ys: np.ndarray, max_points: int) -> tuple[list[float], list[float]]:
+    """At most ``max_points`` of a curve, endpoints kept, spread along its length; rounded to 4 places."""
+    if len(xs) > max_points:
+        step = np.r_[0.0, np.cumsum(np.hypot(np.diff(xs), np.diff(ys)))]
+        targets = np.linspace(0.0, step[-1], max_points)
+        idx = np.unique(np.r_[0, np.searchsorted(step, targets).clip(0, len(xs) - 1), len(xs) - 1])
+        xs, ys = xs[idx], ys[idx]
+    return [round(float(v), 4) for v in xs], [round(float(v), 4) for v in ys]
+
+
+def curves(y: np.ndarray, score: np.ndarray, max_points: int = 64) -> dict:
+    """ROC ``{fpr, tpr}`` (fpr ascending) and PR ``{recall, precision}`` (recall ascending) points
+    of scores ``(N,)`` against labels ``(N,)`` in {0, 1}; a compact list for reports and plots."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fpr, tpr, _ = roc_curve(y, score)
+    precision, recall, _ = precision_recall_curve(y, score)
+    fpr_pts, tpr_pts = _thin(fpr, tpr, max_points)
+    recall_pts, precision_pts = _thin(recall[::-1], precision[::-1], max_points)
+    return {"roc": {"fpr": fpr_pts, "tpr": tpr_pts}, "pr": {"recall": recall_pts, "precision": precision_pts}}
+
+
 def evaluate(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
-    """ROC-AUC, PR-AUC (average precision), accuracy at ``threshold`` and calibration."""
+    """ROC-AUC, PR-AUC (average precision), accuracy at ``threshold``, calibration, and the
+    ROC/PR curve points (``curves``, see :func:`curves`; absent when one class is missing)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     y = np.asarray(y)
@@ -187,6 +210,7 @@ def evaluate(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
         "balanced_accuracy": float(np.nanmean([tpr, tnr])),
         "true_positive_rate": tpr, "true_negative_rate": tnr,
         "calibration": calibration(y.astype(np.float64), score),
+        **({"curves": curves(y, score)} if both else {}),
     }
 
 

@@ -78,6 +78,29 @@ def test_evaluate_reports_auc_accuracy_and_calibration():
     assert perfect["ece"] == pytest.approx(0.05)
 
 
+def test_curve_points_trace_the_validation_roc_and_pr():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    score = np.array([0.1, 0.2, 0.6, 0.4, 0.8, 0.9])
+    m = clf.evaluate(y, score, threshold=0.5)
+    roc, pr = m["curves"]["roc"], m["curves"]["pr"]
+    assert (roc["fpr"][0], roc["tpr"][0], roc["fpr"][-1], roc["tpr"][-1]) == (0, 0, 1, 1)
+    assert np.trapezoid(roc["tpr"], roc["fpr"]) == pytest.approx(m["roc_auc"], abs=1e-3)
+    assert pr["recall"] == sorted(pr["recall"]) and pr["recall"][-1] == 1.0 and pr["precision"][-1] == 0.5
+    assert "curves" not in clf.evaluate(np.ones(4, int), np.full(4, 0.9), threshold=0.5)  # one class: no curve
+
+
+def test_curve_points_stay_compact_on_large_validation_sets():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(2000, int), np.ones(2000, int)]
+    score = np.r_[rng.normal(0, 1, 2000), rng.normal(1.5, 1, 2000)]
+    roc = clf.curves(y, score, max_points=40)["roc"]
+    assert 2 <= len(roc["fpr"]) <= 40 and (roc["fpr"][0], roc["tpr"][-1]) == (0, 1)
+    assert np.all(np.diff(roc["fpr"]) >= 0) and np.all(np.diff(roc["tpr"]) >= 0)
+    from sklearn.metrics import roc_auc_score
+
+    assert np.trapezoid(roc["tpr"], roc["fpr"]) == pytest.approx(roc_auc_score(y, score), abs=0.01)
+
+
 def test_choose_threshold_separates_separable_scores():
     y = np.array([0, 0, 1, 1])
     t = clf.choose_threshold(y, np.array([0.1, 0.3, 0.7, 0.9]))

@@ -34,6 +34,8 @@ def test_train_classifier_writes_the_model_dir_contract(model_dir):
     assert metrics["validation"]["roc_auc"] >= 0.99
     assert metrics["onnx_check_max_abs_diff"] <= 1e-4
     assert {"pr_auc", "accuracy", "calibration"} <= set(metrics["validation"])
+    roc, pr = metrics["validation"]["curves"]["roc"], metrics["validation"]["curves"]["pr"]
+    assert len(roc["fpr"]) == len(roc["tpr"]) >= 2 and len(pr["recall"]) == len(pr["precision"]) >= 2
 
 
 def test_retrain_reuses_cached_features(model_dir, image_folders, tmp_path):
