@@ -146,6 +146,12 @@ def mark_job_running(
     return job
 
 
+def lease_expired(job: Job, lease_seconds: int) -> bool:
+    """True when a running job's worker has not beaten its heart for ``lease_seconds`` (it died)."""
+    beat = _aware(job.heartbeat_at) or _aware(job.started_at)
+    return job.state == JobState.RUNNING.value and (beat is None or utcnow() - beat >= timedelta(seconds=lease_seconds))
+
+
 def mark_job_succeeded(session: Session, job_id: str, result: dict | None = None) -> Job:
     job = _transition(session, job_id, JobState.SUCCEEDED)
     job.result = result or {}
@@ -174,6 +180,21 @@ def mark_job_retrying(session: Session, job_id: str, error: str | None = None) -
     """Running -> queued, after a transient failure; the task is re-sent with backoff."""
     job = _transition(session, job_id, JobState.QUEUED)
     job.error = error
+    job.worker = None
+    job.heartbeat_at = None
+    return job
+
+
+def mark_job_abandoned(session: Session, job_id: str, lease_seconds: int) -> Job:
+    """Running -> queued when the worker holding it stopped beating (killed): its message may
+    be lost (kombu's SQLAlchemy broker keeps no unacknowledged copy) or only come back after
+    the broker's visibility timeout, so resume sends it again. Refused while the lease is live."""
+    job = lock_job(session, job_id)
+    if not lease_expired(job, lease_seconds):
+        raise JobBusy(job_id, job.worker) if job.state == JobState.RUNNING.value else \
+            IllegalTransition(job_id, job.state, JobState.QUEUED.value)
+    job = _transition(session, job_id, JobState.QUEUED)
+    job.error = f"worker {job.worker or '?'} stopped beating for over {lease_seconds}s; requeued"
     job.worker = None
     job.heartbeat_at = None
     return job

@@ -192,8 +192,21 @@ def resume_run(session: Session, run_id: str) -> tuple[Run, Job | None]:
         jobs.mark_job_requeued(session, job.id)
         run.current_step = name
         return run, job
-    if job is not None and job.state in (JobState.QUEUED.value, JobState.RUNNING.value):
-        return run, job  # still on its way (e.g. its worker died; the broker redelivers it)
+    if job is not None and job.state == JobState.RUNNING.value:
+        from labelfree.core.settings import get_settings
+
+        lease = get_settings().job_lease_seconds
+        if jobs.lease_expired(job, lease):
+            # Its worker died mid-step. Waiting for the broker is not enough: kombu's SQLAlchemy
+            # broker (embedded) drops an unacknowledged message with its worker, and Redis gives it
+            # back only after the visibility timeout (an hour by default). Send it again; a late
+            # redelivery finds the job taken or finished and does nothing.
+            jobs.mark_job_abandoned(session, job.id, lease)
+        run.current_step = name
+        return run, job
+    if job is not None and job.state == JobState.QUEUED.value:
+        run.current_step = name
+        return run, job  # the API sends it again: a queued job's message may have been lost
     return next_step(session, run_id)
 
 

@@ -1,0 +1,86 @@
+"""A worker SIGKILLed in the middle of the explain step: ``POST /v1/runs/{id}/resume`` finishes
+the run, reusing what the earlier steps produced and deleting nothing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from labelfree.core.db import session_scope
+from labelfree.core.models import Image, Job, Model
+from labelfree.core.store import get_store
+from tests.pipeline.conftest import assert_run_succeeded_with_inputs, project_body, wait_for_run
+
+pytestmark = pytest.mark.service
+
+# A short lease, so a dead worker's job counts as abandoned within seconds. The broker keeps
+# its default visibility timeout (an hour): the run must recover through resume, not redelivery.
+LEASE = {"LABELFREE_JOB_LEASE_SECONDS": "4"}
+
+
+def _step(run: dict, name: str) -> dict:
+    return next(s for s in run["steps"] if s["step"] == name)
+
+
+def _explaining(run: dict) -> bool:
+    step = _step(run, "explain")
+    # 0.05: the model is fetched and the Spark job is under way
+    return run["state"] != "running" or (step["state"] == "running" and step["progress"] >= 0.05)
+
+
+def test_worker_killed_mid_explain_then_resume_finishes_the_run_reusing_earlier_steps(
+        image_set, workers, configure):
+    configure(job_lease_seconds=LEASE["LABELFREE_JOB_LEASE_SECONDS"])
+    from labelfree.ingest.api import app
+
+    api = TestClient(app)
+    workers.start("ingest,train,detect", wait=90)
+    explainer = workers.start("explain", env=LEASE, wait=90)
+    response = api.post("/v1/projects", json=project_body(image_set))
+    assert response.status_code == 202, response.text
+    run_id = response.json()["run_id"]
+
+    run = wait_for_run(api, run_id, timeout=240, until=_explaining, poll=0.2)
+    assert run["state"] == "running", run
+    time.sleep(3)  # into the Spark job's partitions
+    workers.kill(explainer)  # SIGKILL to its process group: no ack, no requeue, no state written
+
+    before = wait_for_run(api, run_id, timeout=5, until=lambda r: True)
+    explain_job = _step(before, "explain")
+    assert before["state"] == "running" and explain_job["state"] == "running"
+    earlier = {name: _step(before, name) for name in ("ingest", "train")}
+    dataset_id = earlier["ingest"]["result"]["dataset_id"]
+    classifier_id = earlier["train"]["result"]["model_id"]
+    store = get_store()
+    with session_scope() as s:
+        images_before = s.scalar(select(func.count()).select_from(Image).where(Image.dataset_id == dataset_id))
+        classifier_prefix = s.get(Model, classifier_id).store_prefix
+    classifier_files = sorted(store.list(classifier_prefix))
+    assert images_before == 36 and classifier_files
+
+    time.sleep(int(LEASE["LABELFREE_JOB_LEASE_SECONDS"]) + 1)  # the dead worker's lease runs out
+    resumed = api.post(f"/v1/runs/{run_id}/resume")
+    assert resumed.status_code == 202, resumed.text
+    assert resumed.json()["job_id"] == explain_job["job_id"]
+    workers.start("explain", env=LEASE, wait=90)
+    run = wait_for_run(api, run_id, timeout=300)
+    steps = assert_run_succeeded_with_inputs(run)
+
+    # The earlier steps were not re-run: same jobs, one attempt each, untouched results.
+    for name, step in earlier.items():
+        assert steps[name]["job_id"] == step["job_id"]
+        assert steps[name]["finished_at"] == step["finished_at"] and steps[name]["result"] == step["result"]
+    assert steps["explain"]["job_id"] == explain_job["job_id"]
+    with session_scope() as s:
+        rows = s.execute(select(Job.kind, Job.attempts).where(Job.run_id == run_id)).all()
+        assert sorted(kind for kind, _ in rows) == sorted(steps)  # one job per step, none duplicated
+        attempts = dict(rows)
+        assert attempts["ingest"] == attempts["train"] == 1 and attempts["explain"] == 2
+        # Nothing produced before the crash was deleted.
+        assert s.scalar(select(func.count()).select_from(Image).where(Image.dataset_id == dataset_id)) == images_before
+        assert s.get(Model, classifier_id) is not None
+    assert sorted(store.list(classifier_prefix)) == classifier_files
+    assert steps["explain"]["result"]["classifier_model_id"] == classifier_id
