@@ -149,7 +149,8 @@ def mark_job_running(
 def lease_expired(job: Job, lease_seconds: int) -> bool:
     """True when a running job's worker has not beaten its heart for ``lease_seconds`` (it died)."""
     beat = _aware(job.heartbeat_at) or _aware(job.started_at)
-    return job.state == JobState.RUNNING.value and (beat is None or utcnow() - beat >= timedelta(seconds=lease_seconds))
+    stale = beat is None or utcnow() - beat >= timedelta(seconds=lease_seconds)
+    return job.state == JobState.RUNNING.value and stale
 
 
 def mark_job_succeeded(session: Session, job_id: str, result: dict | None = None) -> Job:
@@ -186,9 +187,10 @@ def mark_job_retrying(session: Session, job_id: str, error: str | None = None) -
 
 
 def mark_job_abandoned(session: Session, job_id: str, lease_seconds: int) -> Job:
-    """Running -> queued when the worker holding it stopped beating (killed): its message may
-    be lost (kombu's SQLAlchemy broker keeps no unacknowledged copy) or only come back after
-    the broker's visibility timeout, so resume sends it again. Refused while the lease is live."""
+    """Running -> queued when the worker holding it stopped beating (killed), so resume can send
+    it again: its message may never come back (kombu's SQLAlchemy broker leaves a fetched message
+    invisible for good) or only after the broker's visibility timeout. Refused while the lease
+    is live."""
     job = lock_job(session, job_id)
     if not lease_expired(job, lease_seconds):
         raise JobBusy(job_id, job.worker) if job.state == JobState.RUNNING.value else \

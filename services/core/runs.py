@@ -198,8 +198,8 @@ def resume_run(session: Session, run_id: str) -> tuple[Run, Job | None]:
         lease = get_settings().job_lease_seconds
         if jobs.lease_expired(job, lease):
             # Its worker died mid-step. Waiting for the broker is not enough: kombu's SQLAlchemy
-            # broker (embedded) drops an unacknowledged message with its worker, and Redis gives it
-            # back only after the visibility timeout (an hour by default). Send it again; a late
+            # broker (embedded) never redelivers a fetched message (it stays invisible), and Redis
+            # gives it back only after the visibility timeout (an hour by default). Send it again; a late
             # redelivery finds the job taken or finished and does nothing.
             jobs.mark_job_abandoned(session, job.id, lease)
         run.current_step = name
