@@ -84,3 +84,47 @@ def test_worker_killed_mid_explain_then_resume_finishes_the_run_reusing_earlier_
         assert s.get(Model, classifier_id) is not None
     assert sorted(store.list(classifier_prefix)) == classifier_files
     assert steps["explain"]["result"]["classifier_model_id"] == classifier_id
+
+
+def _queued_messages(queue: str) -> int:
+    import redis
+
+    from labelfree.core.settings import get_settings
+
+    return redis.Redis.from_url(get_settings().broker_url).llen(queue)
+
+
+def test_resume_resends_a_step_whose_worker_stopped_beating_and_leaves_a_live_one_alone(configure):
+    """The cheap check of the rule the crash test relies on: only an expired lease means a dead worker."""
+    from datetime import timedelta
+
+    from labelfree.core import jobs, runs
+    from labelfree.core.models import utcnow
+    from labelfree.ingest.api import app
+
+    configure(job_lease_seconds=60)
+    api = TestClient(app)
+    with session_scope() as s:
+        run_id = runs.create_run(s, "resume rule", {"ingest": {"provider": "dir"}}).id
+        job_id = runs.next_step(s, run_id)[1].id
+        jobs.mark_job_running(s, job_id, worker="elsewhere:1", lease_seconds=60)
+    try:
+        sent = _queued_messages("ingest")
+        live = api.post(f"/v1/runs/{run_id}/resume")
+        assert live.status_code == 202 and live.json()["job_id"] == job_id
+        with session_scope() as s:
+            assert s.get(Job, job_id).state == "running"
+        assert _queued_messages("ingest") == sent  # a live worker holds it: nothing sent
+
+        with session_scope() as s:
+            s.get(Job, job_id).heartbeat_at = utcnow() - timedelta(seconds=61)
+        dead = api.post(f"/v1/runs/{run_id}/resume")
+        assert dead.status_code == 202 and dead.json() == {"run_id": run_id, "state": "running", "job_id": job_id}
+        with session_scope() as s:
+            job = s.get(Job, job_id)
+            assert job.state == "queued" and job.attempts == 1 and "stopped beating" in job.error
+        assert _queued_messages("ingest") == sent + 1
+    finally:
+        with session_scope() as s:  # a later ingest worker finds it cancelled and skips it
+            if not jobs.JobState(s.get(Job, job_id).state).is_terminal():
+                jobs.request_cancel(s, job_id)
