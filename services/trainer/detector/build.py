@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,6 +22,7 @@ from labelfree.trainer.detector.export import (
     write_json,
     write_triton_repository,
 )
+from labelfree.trainer.detector.quantize import compare_graphs, quantize_detector
 from labelfree.trainer.detector.selftrain import relabel
 from labelfree.trainer.detector.train import TrainConfig, train_detector
 from labelfree.core.version import code_version
@@ -34,11 +36,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _stretched(samples: list, size: int):
+    """uint8 ``(M, size, size, 3)``: the samples' images as the deployed graph sees them."""
+    dataset = DetectionDataset(samples, size, train=False)
+    return collate([dataset[i] for i in range(len(dataset))])[0].numpy()
+
+
 def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
                    negatives: Sequence[str | Path] = (), config: TrainConfig | None = None,
                    instance_kind: str = "cpu", pool_kernel: int = 3, min_box_score: float = 0.0,
                    unboxed_as_negative: bool = False, self_train_rounds: int = 1,
-                   resume: bool = True, show_progress: bool = True, provenance: dict | None = None,
+                   int8: bool = True, calibration_images: int = 256, resume: bool = True, show_progress: bool = True, provenance: dict | None = None,
                    progress: Callable[[float], None] | None = None) -> dict:
     """Train on ``boxes`` (COCO-style, ``file_name`` relative to ``images``), export to ``out``.
 
@@ -76,12 +84,22 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
         report = (lambda share, r=r: progress(0.9 * (r + share) / rounds)) if progress else None
         result = train_detector(train_positives, all_negatives, len(labels), work, config, resume=resume,
                                 show_progress=show_progress, progress=report)
-    onnx_path = export_onnx(result.detector, out / "model.onnx", input_size=config.input_size,
+    fp32_path = export_onnx(result.detector, out / "model_fp32.onnx", input_size=config.input_size,
                             top_k=config.top_k, pool_kernel=pool_kernel)
     check_samples = [s for s in positives[:4]] + all_negatives[:1]
-    check_set = DetectionDataset(check_samples, config.input_size, train=False)
-    check_images = collate([check_set[i] for i in range(len(check_set))])[0].numpy()
-    diff = check_onnx(result.detector, onnx_path, check_images, top_k=config.top_k, pool_kernel=pool_kernel)
+    check_images = _stretched(check_samples, config.input_size)
+    diff = check_onnx(result.detector, fp32_path, check_images, top_k=config.top_k, pool_kernel=pool_kernel)
+    onnx_path = out / "model.onnx"
+    precision: dict = {"precision": "fp32"}
+    if int8:
+        # Calibrate on the images the network was trained on, spread over the whole set.
+        step = max(1, len(positives) // max(calibration_images, 1))
+        calibration = _stretched(positives[::step][:calibration_images], config.input_size)
+        precision = {"precision": "int8",
+                     "quantization": quantize_detector(fp32_path, onnx_path, calibration),
+                     "int8_vs_fp32": compare_graphs(fp32_path, onnx_path, check_images, threads=config.threads)}
+    else:
+        shutil.copyfile(fp32_path, onnx_path)
     triton_dir = write_triton_repository(onnx_path, out / "triton", input_size=config.input_size,
                                          top_k=config.top_k, instance_kind=instance_kind,
                                          max_batch_size=max(config.batch_size, 32))
@@ -101,7 +119,7 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
         result.detector, input_size=config.input_size, top_k=config.top_k, pool_kernel=pool_kernel,
         labels=labels, category_ids=category_ids, training=training, metrics=result.metrics,
         onnx_check_max_abs_diff=diff, code_version=code_version(),
-        triton={"name": TRITON_NAME, "repository": "triton", "instance_kind": instance_kind})
+        triton={"name": TRITON_NAME, "repository": "triton", "instance_kind": instance_kind}, precision=precision)
     write_json(out / "manifest.json", manifest)
     write_json(out / "metrics.json", metrics)
     if progress:

@@ -37,6 +37,8 @@ def train_detector_cmd(
                                           help="train images listed without boxes as negatives (default: skip them)"),
     self_train_rounds: int = typer.Option(1, "--self-train-rounds", min=0,
                                           help="relabel with the detector and retrain this many times"),
+    int8: bool = typer.Option(True, "--int8/--fp32",
+                              help="deploy the int8 (QDQ) graph calibrated on training images, or the fp32 one"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for training (default: torch's)"),
     resume: bool = typer.Option(True, help="continue from DET_DIR/checkpoints/last.pt when present"),
 ) -> None:
@@ -52,7 +54,8 @@ def train_detector_cmd(
         config.validate()
         manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,
                                   instance_kind=instance_kind, resume=resume,
-                                  unboxed_as_negative=unboxed_negative, self_train_rounds=self_train_rounds)
+                                  unboxed_as_negative=unboxed_negative, self_train_rounds=self_train_rounds,
+                                  int8=int8)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     metrics = manifest["metrics"]

@@ -161,8 +161,12 @@ def write_triton_repository(onnx_path: str | Path, repository: str | Path, *, in
 
 def build_manifest(detector: Detector, *, input_size: int, top_k: int, pool_kernel: int, labels: list[str],
                    category_ids: list[int], training: dict, metrics: dict, onnx_check_max_abs_diff: float,
-                   code_version: str, triton: dict) -> dict:
-    """The DET_DIR manifest: how to feed the graph, what comes out, and where it came from."""
+                   code_version: str, triton: dict, precision: dict | None = None) -> dict:
+    """The DET_DIR manifest: how to feed the graph, what comes out, and where it came from.
+
+    ``precision``: ``{"precision": "fp32" | "int8", ...}`` for the deployed ``model.onnx``
+    (int8 adds how it was quantised and how far it is from ``model_fp32.onnx``).
+    """
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -191,6 +195,7 @@ def build_manifest(detector: Detector, *, input_size: int, top_k: int, pool_kern
         "training": training,
         "metrics": metrics,
         "onnx_check_max_abs_diff": onnx_check_max_abs_diff,
+        **(precision or {"precision": "fp32"}),
         "triton": triton,
         "code_version": code_version,
     }

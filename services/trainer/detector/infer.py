@@ -26,10 +26,11 @@ class DetectorRunner:
     """A loaded DET_DIR: ``predict(uint8 (N, S, S, 3))`` -> (boxes (N, K, 4) normalised xyxy,
     scores (N, K), classes (N, K) int64)."""
 
-    def __init__(self, model_dir: str | Path, *, threads: int | None = None, gpu: bool = False):
+    def __init__(self, model_dir: str | Path, *, threads: int | None = None, gpu: bool = False,
+                 graph: str = "model.onnx"):
         model_dir = Path(model_dir)
         manifest_path = model_dir / "manifest.json"
-        if not manifest_path.is_file() or not (model_dir / "model.onnx").is_file():
+        if not manifest_path.is_file() or not (model_dir / graph).is_file():
             raise ValueError(f"{model_dir} is not a detector directory (needs model.onnx and manifest.json)")
         self.manifest = json.loads(manifest_path.read_text())
         if self.manifest.get("kind") != "detector":
@@ -38,7 +39,8 @@ class DetectorRunner:
         self.labels: list[str] = list(self.manifest["labels"])
         self.category_ids: list[int] = [int(c) for c in self.manifest.get("category_ids")
                                         or range(1, len(self.labels) + 1)]
-        self.session = make_session(model_dir / "model.onnx", threads=threads, gpu=gpu)
+        # ``graph``: the deployed model.onnx, or model_fp32.onnx beside an int8 one (for comparisons).
+        self.session = make_session(model_dir / graph, threads=threads, gpu=gpu)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return stretch_resize(image, self.input_size)
@@ -81,7 +83,8 @@ def _batches(paths: Sequence[Path], size: int, batch_size: int, workers: int) ->
 
 def detect_folder(model_dir: str | Path, images: str | Path, *, threshold: float = DEFAULT_THRESHOLD,
                   batch_size: int = 16, threads: int | None = None, decode_workers: int = 2,
-                  gpu: bool = False, progress: Callable[[int, int], None] | None = None) -> dict:
+                  gpu: bool = False, progress: Callable[[int, int], None] | None = None,
+                  graph: str = "model.onnx") -> dict:
     """Detect on every image under ``images`` (recursive); ``file`` is relative to ``images``.
 
     Returns a validated MegaDetector batch document. ``progress(done, total)`` after each batch.
@@ -91,7 +94,7 @@ def detect_folder(model_dir: str | Path, images: str | Path, *, threshold: float
     root = Path(images)
     if not root.is_dir():
         raise ValueError(f"--images {root} is not a directory")
-    runner = DetectorRunner(model_dir, threads=threads, gpu=gpu)
+    runner = DetectorRunner(model_dir, threads=threads, gpu=gpu, graph=graph)
     paths = list(iter_image_files([root]))
     entries: list[dict] = []
     done = 0
