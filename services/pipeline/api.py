@@ -42,7 +42,7 @@ class ProjectRequest(BaseModel):
 
     def run_params(self) -> dict:
         """Per-step job parameters; the ingest part in the ingest job's own vocabulary."""
-        page_size = 100
+        page_size = _page_size(self.provider)
         ingest = {
             "provider": self.provider, "page_size": page_size,
             "positive_pages": -(-self.positives // page_size),
@@ -53,6 +53,20 @@ class ProjectRequest(BaseModel):
             ingest.update(_dir_provider_params(self.query, self.pos_dirs, self.neg_dirs, page_size))
         ingest.update(self.options.get("ingest", {}))
         return {"ingest": ingest, **{k: v for k, v in self.options.items() if k != "ingest"}}
+
+
+def _page_size(provider: str) -> int:
+    """Results per page: 100, or less where the provider serves less to any client.
+
+    Openverse answers an anonymous client (the API cannot know the worker's credentials) at
+    most 20 per page and Wikimedia 50; a larger page fails every search of the ingest job.
+    """
+    from labelfree.ingest.providers.inaturalist import MAX_PER_PAGE
+    from labelfree.ingest.providers.openverse import ANONYMOUS_MAX_PAGE_SIZE
+    from labelfree.ingest.providers.wikimedia import MAX_LIMIT
+
+    limits = {"openverse": ANONYMOUS_MAX_PAGE_SIZE, "wikimedia": MAX_LIMIT, "inaturalist": MAX_PER_PAGE}
+    return min(100, limits.get(provider, 100))
 
 
 def _dir_provider_params(query: str, pos_dirs: list[str], neg_dirs: list[str], page_size: int) -> dict:

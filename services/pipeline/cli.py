@@ -73,6 +73,8 @@ def run(
     hard_negative: List[str] = typer.Option([], "--hard-negative", help="a hard-negative query; repeat"),
     pos: List[Path] = typer.Option([], "--pos", help="provider dir: a folder of positives; repeat"),
     neg: List[Path] = typer.Option([], "--neg", help="provider dir: a folder of negatives; repeat"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="search API base URL, e.g. a `labelfree "
+                                           "devsearch` server: http://127.0.0.1:8110/v1/"),
     api: Optional[str] = typer.Option(None, help="API base URL (default: the local ingest service)"),
     detach: bool = typer.Option(False, help="print the run id and return at once"),
 ) -> None:
@@ -85,6 +87,8 @@ def run(
     body = {"query": query, "provider": provider, "positives": positives, "negatives": negatives,
             "random_words": random_words, "hard_negatives": hard_negative,
             "pos_dirs": [str(p.resolve()) for p in pos], "neg_dirs": [str(p.resolve()) for p in neg]}
+    if base_url:
+        body["options"] = {"ingest": {"provider_options": {"base_url": base_url}}}
     base = _api_url(api)
     started = _call("POST", f"{base}/v1/projects", json=body)
     console.print(f"project {started['project_id']}  run [bold]{started['run_id']}[/]")
@@ -93,7 +97,11 @@ def run(
         return
     final = follow(base, started["run_id"])
     if final["state"] != "succeeded":
-        console.print(f"[red]run {final['state']}[/]: {final.get('error')}")
+        # one line, verbatim: the reason may hold paths and brackets that rich would wrap or parse
+        console.print(f"run {final['state']}: {final.get('error')}", style="red", soft_wrap=True, markup=False)
+        if provider != "dir" and "cannot reach" in (final.get("error") or ""):
+            console.print("offline? --provider dir --pos DIR --neg DIR, or serve folders with `labelfree devsearch "
+                          "--root DIR` and add --base-url http://127.0.0.1:8110/v1/", soft_wrap=True, markup=False)
         console.print(f"resume with: labelfree resume {final['id']}")
         raise typer.Exit(1)
     console.print(f"[green]done[/]: report with `labelfree report {final['id']} --out report.html`")
