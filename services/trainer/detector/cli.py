@@ -37,6 +37,8 @@ def train_detector_cmd(
                                           help="train images listed without boxes as negatives (default: skip them)"),
     self_train_rounds: int = typer.Option(1, "--self-train-rounds", min=0,
                                           help="relabel with the detector and retrain this many times"),
+    mosaic: float = typer.Option(0.0, "--mosaic", min=0.0, max=1.0,
+                                 help="share of training views that are 2x2 mosaics of four images"),
     int8: bool = typer.Option(True, "--int8/--fp32",
                               help="deploy the int8 (QDQ) graph calibrated on training images, or the fp32 one"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for training (default: torch's)"),
@@ -50,7 +52,7 @@ def train_detector_cmd(
         _fail(f"--instance-kind must be cpu or gpu, got {instance_kind!r}")
     try:
         config = TrainConfig(input_size=input_size, epochs=epochs, batch_size=batch_size, device=device,
-                             backbone_mode=backbone_mode, seed=seed, threads=threads)
+                             backbone_mode=backbone_mode, seed=seed, threads=threads, mosaic=mosaic)
         config.validate()
         manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,
                                   instance_kind=instance_kind, resume=resume,

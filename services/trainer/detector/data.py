@@ -145,20 +145,46 @@ def augment(image: np.ndarray, boxes: np.ndarray, size: int, rng: np.random.Gene
     return np.ascontiguousarray(out), norm.astype(np.float32).reshape(-1, 4)
 
 
+def mosaic(tiles: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Four ``(s, s, 3)`` uint8 views with normalised xyxy boxes -> one ``(2s, 2s, 3)`` view.
+
+    Tiles go row-major (top-left, top-right, bottom-left, bottom-right); boxes are mapped into
+    their quadrant, still normalised to the whole canvas. Returns (canvas, ``(M, 4)`` boxes).
+    """
+    if len(tiles) != 4:
+        raise ValueError(f"mosaic needs 4 tiles, got {len(tiles)}")
+    s = tiles[0][0].shape[0]
+    if any(t[0].shape != (s, s, 3) for t in tiles):
+        raise ValueError(f"mosaic tiles must all be ({s}, {s}, 3), got {[t[0].shape for t in tiles]}")
+    canvas = np.empty((2 * s, 2 * s, 3), np.uint8)
+    boxes = []
+    for k, (view, norm) in enumerate(tiles):
+        row, col = divmod(k, 2)
+        canvas[row * s:(row + 1) * s, col * s:(col + 1) * s] = view
+        boxes.append((np.asarray(norm, np.float32).reshape(-1, 4) + [col, row, col, row]) / 2.0)
+    return canvas, np.concatenate(boxes).astype(np.float32)
+
+
 class DetectionDataset(torch.utils.data.Dataset):
     """Samples -> (uint8 ``(S, S, 3)`` tensor, ``(M, 4)`` normalised xyxy, ``(M,)`` labels).
 
     Randomness is a function of (seed, epoch, index), so a resumed run sees the same views
-    and data-loader workers need no shared generator.
+    and data-loader workers need no shared generator. ``mosaic``: probability that a training
+    view is a 2x2 mosaic of this sample and three random others (positives or negatives),
+    each at half size: several separate objects per image, as in group and wide shots, which a
+    one-box-per-image teacher never shows.
     """
 
-    def __init__(self, samples: list[Sample], size: int, *, train: bool, seed: int = 0):
+    def __init__(self, samples: list[Sample], size: int, *, train: bool, seed: int = 0, mosaic: float = 0.0):
         if size % 32:
             raise ValueError(f"input size must be a multiple of 32, got {size}")
+        if not 0.0 <= mosaic <= 1.0:
+            raise ValueError(f"mosaic must be in [0, 1], got {mosaic}")
         self.samples = samples
         self.size = size
         self.train = train
         self.seed = seed
+        self.mosaic = mosaic
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -172,6 +198,13 @@ class DetectionDataset(torch.utils.data.Dataset):
         image = load_rgb(sample.path)
         if self.train:
             rng = np.random.default_rng([self.seed, self.epoch, i])
+            if self.mosaic and rng.random() < self.mosaic:
+                others = [self.samples[j] for j in rng.integers(0, len(self.samples), 3)]
+                tiles = [augment(image, sample.boxes, self.size // 2, rng)]
+                tiles += [augment(load_rgb(o.path), o.boxes, self.size // 2, rng) for o in others]
+                view, boxes = mosaic(tiles)
+                labels = np.concatenate([sample.labels] + [o.labels for o in others]).astype(np.int64)
+                return torch.from_numpy(view), torch.from_numpy(boxes), torch.from_numpy(labels)
             view, boxes = augment(image, sample.boxes, self.size, rng)
         else:
             h, w = image.shape[:2]

@@ -34,7 +34,8 @@ BACKBONE_MODES = ("frozen", "top", "all")
 class TrainConfig:
     """Hyper-parameters. ``backbone_mode``: ``frozen`` | ``top`` (last stage trains) | ``all``;
     ``auto`` device picks CUDA when present; ``feature_runtime`` ``auto`` uses ONNX Runtime
-    for a frozen backbone on CPU."""
+    for a frozen backbone on CPU. ``mosaic``: share of training views that are 2x2 mosaics
+    (:class:`~labelfree.trainer.detector.data.DetectionDataset`)."""
 
     input_size: int = 256
     epochs: int = 6
@@ -59,6 +60,7 @@ class TrainConfig:
     seed: int = 0
     max_steps: int | None = None
     augment: bool = True
+    mosaic: float = 0.0
 
     def validate(self) -> None:
         if self.input_size % 32 or self.input_size < 64:
@@ -232,7 +234,8 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
     amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
-    train_set = DetectionDataset(train_samples, config.input_size, train=config.augment, seed=config.seed)
+    train_set = DetectionDataset(train_samples, config.input_size, train=config.augment, seed=config.seed,
+                                 mosaic=config.mosaic)
     val_set = DetectionDataset(val_pos + val_neg, config.input_size, train=False)
     n_neg_used = min(len(train_neg), round(len(train_pos) * config.neg_fraction / (1 - config.neg_fraction)))
     steps_per_epoch = max(1, (len(train_pos) + n_neg_used) // config.batch_size)

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from labelfree.trainer.detector.data import augment, epoch_order, load_coco_boxes
+from labelfree.trainer.detector.data import DetectionDataset, augment, epoch_order, load_coco_boxes, mosaic
 from labelfree.trainer.detector.loss import image_targets
 from tests.trainer.detector.synthetic import make_image
 
@@ -23,6 +23,28 @@ def test_augment_keeps_every_box_on_its_object():
 def test_augment_rejects_bad_image():
     with pytest.raises(ValueError, match="H, W, 3"):
         augment(np.zeros((10, 10), np.uint8), np.zeros((0, 4)), 32, np.random.default_rng(0))
+
+
+def test_mosaic_keeps_every_box_on_its_object(synthetic):
+    samples = load_coco_boxes(synthetic["boxes"], synthetic["images"])[0]
+    dataset = DetectionDataset(samples, 96, train=True, seed=3, mosaic=1.0)
+    n_boxes = 0
+    for i in range(len(dataset)):
+        view, norm, labels = (t.numpy() for t in dataset[i])
+        assert view.shape == (96, 96, 3) and len(norm) == len(labels)
+        for x0, y0, x1, y1 in norm * 96:
+            assert view[int((y0 + y1) / 2), int((x0 + x1) / 2)].mean() > 100
+            n_boxes += 1
+    assert n_boxes > len(dataset)  # several objects per mosaic view
+
+
+def test_mosaic_maps_boxes_into_quadrants():
+    tiles = [(np.full((8, 8, 3), k, np.uint8), np.array([[0.0, 0.0, 1.0, 1.0]], np.float32)) for k in range(4)]
+    canvas, boxes = mosaic(tiles)
+    assert canvas.shape == (16, 16, 3) and canvas[12, 4, 0] == 2 and canvas[4, 12, 0] == 1
+    assert np.allclose(boxes, [[0, 0, 0.5, 0.5], [0.5, 0, 1, 0.5], [0, 0.5, 0.5, 1], [0.5, 0.5, 1, 1]])
+    with pytest.raises(ValueError, match="4 tiles"):
+        mosaic(tiles[:3])
 
 
 def test_epoch_order_mixes_requested_share_of_negatives():
