@@ -126,3 +126,29 @@ def resume(run_id: str, api: Optional[str] = typer.Option(None), detach: bool = 
         final = follow(base, run_id)
         if final["state"] != "succeeded":
             raise typer.Exit(1)
+
+
+@app.command("report")
+def report(
+    run_id: str = typer.Argument(..., help="the run, as `labelfree run` printed it"),
+    out: Path = typer.Option(..., "--out", help="the HTML file to write (one file, pictures inside)"),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="human boxes, COCO JSON; file_name matched by base name"),
+    gt_images: Optional[Path] = typer.Option(None, "--gt-images", help="the folder of the human-boxed images"),
+    tiles: int = typer.Option(12, "--tiles", min=1, max=60, help="pictures per grid"),
+) -> None:
+    """Write RUN_ID's report: photos and licences, classifier curves, teacher boxes, detector, timings.
+
+    Reads the database and object store of this machine's settings (no API needed). A run that
+    has not finished gets a report of what exists; the missing sections are named.
+    """
+    from labelfree.pipeline.gather import gather_report
+    from labelfree.pipeline.report import render_report
+
+    found = gather_report(run_id, gt=gt, gt_images=gt_images, tiles=tiles, progress=lambda m: console.print(m))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    partial.write_text(render_report(found), encoding="utf-8")
+    partial.replace(out)
+    for line in found.missing:
+        console.print(f"[yellow]missing[/] {line}", soft_wrap=True)
+    console.print(f"report of run {run_id} ({found.run['state']}) -> {out}", soft_wrap=True)

@@ -1,0 +1,205 @@
+"""The report's pictures and its ground-truth check: the run's own models, run again on a few images.
+
+- Explainer tiles: the teacher (classifier + the explain step's LabelConfig) recomputes its
+  evidence map on a photo; the boxes drawn are the ones the explain step recorded.
+- Detector tiles: the detector's ONNX graph through the trainer's ``DetectorRunner``.
+- Against human boxes: teacher, detector and a whole-image box, scored with
+  ``labelfree.explainer.metrics`` exactly as the benches do (detections kept from conf 0.01).
+
+Boxes are (N, 4) float xyxy pixels of the original image unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from labelfree.pipeline.report import thumbnail
+
+TILE_SIDE = 480
+SHOW_CONF = 0.3  # detections drawn on tiles: MegaDetector's "typical" threshold, as detect_folder writes it
+EVAL_CONF = 0.01  # detections scored for AP, as bench/bench_detector.py scores them
+HUMAN, TEACHER, DETECTOR = (255, 255, 255), (255, 214, 0), (0, 230, 118)
+
+
+def shrink(image: np.ndarray, max_side: int = TILE_SIDE) -> tuple[np.ndarray, float]:
+    """(H, W, 3) uint8 -> (image no larger than ``max_side``, scale factor applied)."""
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale == 1.0:
+        return image, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS)), scale
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow built without FreeType
+        return ImageFont.load_default()
+
+
+def draw_boxes(image: Image.Image, boxes: np.ndarray, scores: np.ndarray | None, colour: tuple[int, int, int],
+               *, width: int = 3) -> Image.Image:
+    """Draw xyxy boxes (pixels of ``image``) with a score tag each; returns the image."""
+    draw = ImageDraw.Draw(image)
+    font = _font(max(11, image.width // 32))
+    for i, box in enumerate(np.asarray(boxes, float).reshape(-1, 4)):
+        x1, y1, x2, y2 = box
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=width)
+        if scores is not None:
+            text = f"{float(scores[i]):.2f}"
+            left, top, right, bottom = draw.textbbox((x1, y1), text, font=font)
+            tag_y = y1 - (bottom - top) - 4 if y1 - (bottom - top) - 4 >= 0 else y1
+            draw.rectangle([x1, tag_y, x1 + right - left + 6, tag_y + bottom - top + 4], fill=colour)
+            draw.text((x1 + 3, tag_y + 2 - (top - y1)), text, fill=(0, 0, 0), font=font)
+    return image
+
+
+class Teacher:
+    """The explain step's labeller: its classifier, its LabelConfig and its seed."""
+
+    def __init__(self, classifier_dir: Path, explain_params: dict):
+        from labelfree.explainer.batch import ModelLabeller
+        from labelfree.explainer.tasks import explain_params as to_config
+
+        self.config = to_config(explain_params)
+        self.seed = int(explain_params.get("seed", 0))
+        self.labeller = ModelLabeller(classifier_dir, self.config)
+
+    def label(self, image: np.ndarray, key: str):
+        """``Labelled`` for one image; ``key`` picks the per-image LIME masks (the explain step's image id)."""
+        from labelfree.explainer.batch import image_rng
+
+        return self.labeller.label(image, image_rng(self.seed, key))
+
+
+def overlay_tile(image: np.ndarray, recorded: np.ndarray, scores: np.ndarray, teacher: Teacher | None,
+                 key: str) -> tuple[bytes, float | None]:
+    """The explain overlay of one photo at tile size: evidence map (when a teacher is given) and the
+    recorded boxes. Returns (JPEG bytes, P(positive) or None)."""
+    small, scale = shrink(image)
+    boxes = np.asarray(recorded, np.float32).reshape(-1, 4) * scale
+    if teacher is None:
+        return thumbnail(draw_boxes(Image.fromarray(small), boxes, scores, TEACHER), TILE_SIDE), None
+    from labelfree.explainer.overlay import render_overlay
+
+    labelled = teacher.label(image, key)
+    evidence = labelled.evidence
+    if evidence is not None and scale != 1.0:
+        evidence = np.asarray(Image.fromarray(evidence.astype(np.float32), mode="F").resize(
+            (small.shape[1], small.shape[0]), Image.BILINEAR), np.float32)
+    # the evidence and superpixels from render_overlay; the boxes drawn here, with tags readable at tile size
+    shown = replace(labelled, boxes=np.zeros((0, 4), np.float32), scores=np.zeros(0, np.float32), evidence=evidence)
+    picture = render_overlay(small, shown)
+    return thumbnail(draw_boxes(picture, boxes, scores, TEACHER), TILE_SIDE), labelled.probability
+
+
+class DetectorModel:
+    """A DET_DIR run through the trainer's ONNX Runtime runner; boxes come back in pixels."""
+
+    def __init__(self, det_dir: Path):
+        from labelfree.trainer.detector.infer import DetectorRunner
+
+        self.runner = DetectorRunner(det_dir)
+
+    def detect(self, images: list[np.ndarray], batch_size: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image: (boxes (K, 4) xyxy pixels, scores (K,)) sorted by score, all top-K outputs."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            boxes, scores, _ = self.runner.predict(np.stack([self.runner.prepare(im) for im in chunk]))
+            for image, b, s in zip(chunk, boxes, scores):
+                h, w = image.shape[:2]
+                order = np.argsort(-s)
+                out.append((b[order] * np.array([w, h, w, h], np.float32), s[order]))
+        return out
+
+
+def detector_tile(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                  human: np.ndarray | None = None) -> tuple[bytes, int]:
+    """A detector tile: detections from ``SHOW_CONF`` in green, human boxes (if any) in white.
+    Returns (JPEG bytes, number of detections drawn)."""
+    small, scale = shrink(image)
+    picture = Image.fromarray(small)
+    if human is not None and len(human):
+        draw_boxes(picture, np.asarray(human, float) * scale, None, HUMAN, width=2)
+    keep = scores >= SHOW_CONF
+    draw_boxes(picture, boxes[keep] * scale, scores[keep], DETECTOR)
+    return thumbnail(picture, TILE_SIDE), int(keep.sum())
+
+
+@dataclass
+class GroundTruth:
+    """Human boxes matched to image files by base name."""
+
+    truths: dict[str, np.ndarray]  # base name -> (M, 4) xyxy
+    paths: dict[str, Path]         # base name -> file
+    unmatched: int                 # boxed images in the JSON with no file of that name
+
+
+def match_ground_truth(gt: Path, images: Path) -> GroundTruth:
+    """Read COCO ``gt`` and pair its ``file_name``s with files under ``images`` by base name."""
+    from labelfree.core.images import iter_image_files
+    from labelfree.explainer.metrics import load_coco_truths
+
+    try:
+        truths, _sizes = load_coco_truths(gt)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--gt {gt} is not COCO-style boxes ({type(exc).__name__}: {exc})") from exc
+    by_base = {Path(name).name: boxes for name, boxes in truths.items()}
+    files = {p.name: p for p in iter_image_files([images])}
+    matched = sorted(set(by_base) & set(files))
+    if not matched:
+        raise ValueError(f"no image under {images} has the base name of a file_name in {gt}")
+    return GroundTruth({k: by_base[k] for k in matched}, {k: files[k] for k in matched},
+                       unmatched=len(by_base) - len(matched))
+
+
+def evaluate(truth: GroundTruth, *, teacher: Teacher | None, detector: DetectorModel | None,
+             progress: Callable[[str], None] = lambda message: None) -> tuple[dict, dict]:
+    """Score each labeller against the human boxes.
+
+    Returns (evaluation {name: {corloc, mean_iou, ap50, seconds_per_image}, plus n_images},
+    detector predictions {base name: (boxes, scores)} for the tiles).
+    """
+    from labelfree.core.images import load_rgb
+    from labelfree.explainer.metrics import summarise
+
+    names = list(truth.truths)
+    predictions: dict[str, dict] = {"whole image": {}}
+    seconds = {"whole image": None}
+    if teacher is not None:
+        predictions["teacher"], seconds["teacher"] = {}, 0.0
+    if detector is not None:
+        predictions["detector"], seconds["detector"] = {}, 0.0
+    for i, name in enumerate(names):
+        image = load_rgb(truth.paths[name])
+        h, w = image.shape[:2]
+        predictions["whole image"][name] = (np.array([[0.0, 0.0, w, h]]), np.ones(1))
+        if teacher is not None:
+            started = time.perf_counter()
+            labelled = teacher.label(image, name)
+            seconds["teacher"] += time.perf_counter() - started
+            predictions["teacher"][name] = (labelled.boxes, labelled.scores)
+        if detector is not None:
+            started = time.perf_counter()
+            (boxes, scores), = detector.detect([image])
+            seconds["detector"] += time.perf_counter() - started
+            keep = scores >= EVAL_CONF
+            predictions["detector"][name] = (boxes[keep], scores[keep])
+        if (i + 1) % 25 == 0:
+            progress(f"scored {i + 1}/{len(names)} human-boxed images")
+    evaluation: dict = {"n_images": len(names), "n_boxes": int(sum(len(b) for b in truth.truths.values()))}
+    for who in ("detector", "teacher", "whole image"):
+        if who in predictions:
+            m = summarise(predictions[who], truth.truths)
+            evaluation[who] = {"corloc": m["corloc"], "mean_iou": m["miou"], "ap50": m["ap50"],
+                               "seconds_per_image": (seconds[who] / len(names)) if seconds[who] is not None
+                               else None}
+    return evaluation, predictions.get("detector", {})
