@@ -30,10 +30,12 @@ triton-venv:
 
 test: install triton-venv
 	bash .ci/services.sh
+	bash .ci/browser.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-all: install triton-venv
 	bash .ci/services.sh
+	bash .ci/browser.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m ''
 
 bench: install triton-venv
