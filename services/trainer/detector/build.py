@@ -46,7 +46,7 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
                    negatives: Sequence[str | Path] = (), config: TrainConfig | None = None,
                    instance_kind: str = "cpu", pool_kernel: int = 3, min_box_score: float = 0.0,
                    unboxed_as_negative: bool = False, self_train_rounds: int = 1,
-                   int8: bool = True, calibration_images: int = 256, resume: bool = True, show_progress: bool = True, provenance: dict | None = None,
+                   int8: bool | None = None, calibration_images: int = 256, resume: bool = True, show_progress: bool = True, provenance: dict | None = None,
                    progress: Callable[[float], None] | None = None) -> dict:
     """Train on ``boxes`` (COCO-style, ``file_name`` relative to ``images``), export to ``out``.
 
@@ -91,6 +91,8 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
     diff = check_onnx(result.detector, fp32_path, check_images, top_k=config.top_k, pool_kernel=pool_kernel)
     onnx_path = out / "model.onnx"
     precision: dict = {"precision": "fp32"}
+    if int8 is None:
+        int8 = instance_kind == "cpu"
     if int8:
         # Calibrate on the images the network was trained on, spread over the whole set.
         step = max(1, len(positives) // max(calibration_images, 1))

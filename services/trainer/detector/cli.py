@@ -39,8 +39,9 @@ def train_detector_cmd(
                                           help="relabel with the detector and retrain this many times"),
     mosaic: float = typer.Option(0.0, "--mosaic", min=0.0, max=1.0,
                                  help="share of training views that are 2x2 mosaics of four images"),
-    int8: bool = typer.Option(True, "--int8/--fp32",
-                              help="deploy the int8 (QDQ) graph calibrated on training images, or the fp32 one"),
+    int8: Optional[bool] = typer.Option(None, "--int8/--fp32",
+                                        help="deploy the int8 (QDQ) graph calibrated on training images, or the "
+                                             "fp32 one (default: int8 for a cpu instance kind, fp32 for gpu)"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for training (default: torch's)"),
     resume: bool = typer.Option(True, help="continue from DET_DIR/checkpoints/last.pt when present"),
 ) -> None:
