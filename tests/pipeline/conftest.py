@@ -3,6 +3,7 @@ and helpers that follow a run through the projects API."""
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from pathlib import Path
@@ -130,3 +131,43 @@ def configure(monkeypatch):
     monkeypatch.undo()
     reset_settings()
     reset_detector()
+
+
+def detect_through_triton(served_dir: Path, version: int, image: Path, configure, log_path: Path) -> dict:
+    """Serve ``served_dir`` (a deployed ``<repository>/<name>/<version>``) with a real Triton server
+    (pytriton) as ``version``; POST ``image`` to the inference service pinned to that version.
+    Returns the response body (asserts 200)."""
+    from fastapi.testclient import TestClient
+
+    from labelfree.inference import triton_launcher
+    from tests.conftest import free_port
+
+    grpc_port = free_port()
+    proc = triton_launcher.start(served_dir, grpc_port=grpc_port, http_port=free_port(), metrics_port=free_port(),
+                                 log_path=log_path, version=version)
+    try:
+        triton_launcher.wait_ready(f"127.0.0.1:{grpc_port}", "labelfree_detector", timeout=180, proc=proc,
+                                   log_path=log_path)
+        configure(inference_backend="triton", triton_url=f"127.0.0.1:{grpc_port}", triton_model_version=version)
+        from labelfree.inference.api import app
+
+        buf = io.BytesIO()
+        Image.open(image).save(buf, format="JPEG")
+        answer = TestClient(app).post("/v1/detect?threshold=0", content=buf.getvalue(),
+                                      headers={"content-type": "image/jpeg"})
+    finally:
+        triton_launcher.stop(proc)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def assert_megadetector_entry(body: dict, backend: str) -> None:
+    """One MegaDetector ``images[]`` entry with detections (threshold 0 keeps all top-K boxes)."""
+    assert body["backend"] == backend
+    entry = body["image"]
+    assert entry.get("failure") is None and entry["detections"], entry
+    for det in entry["detections"]:
+        assert det["category"] in body["detection_categories"]
+        assert 0 <= det["conf"] <= 1
+        x, y, w, h = det["bbox"]
+        assert 0 <= x <= 1 and 0 <= y <= 1 and 0 <= w <= 1 and 0 <= h <= 1

@@ -15,7 +15,12 @@ import pytest
 from PIL import Image
 
 from tests.conftest import free_port
-from tests.pipeline.conftest import assert_run_succeeded_with_inputs, project_body, wait_for_run
+from tests.pipeline.conftest import (
+    assert_megadetector_entry,
+    assert_run_succeeded_with_inputs,
+    project_body,
+    wait_for_run,
+)
 
 pytestmark = pytest.mark.service
 SERVICES = ("ingest", "trainer", "explainer", "inference")
@@ -100,6 +105,8 @@ def test_embedded_run_from_folders_ends_served_by_onnx_runtime(tmp_path, image_s
         time.sleep(1)
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    assert body["backend"] == "onnxruntime"
-    assert body["image"]["file"] == "p001.jpg" and body["image"]["detections"]
+    assert_megadetector_entry(body, "onnxruntime")
+    assert body["image"]["file"] == "p001.jpg"
+    # the registry's deployed detector, materialised under its model id, is what answered
+    assert body["detector"] == steps["deploy"]["result"]["model_id"], body["detector"]
     assert up.proc.poll() is None, up.tail()

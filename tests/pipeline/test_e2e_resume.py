@@ -1,5 +1,9 @@
 """A worker SIGKILLed in the middle of the explain step: ``POST /v1/runs/{id}/resume`` finishes
-the run, reusing what the earlier steps produced and deleting nothing."""
+the run, reusing what the earlier steps produced and deleting nothing.
+
+The crash test is also CI's cluster end-to-end run: Postgres, Redis, real workers, Spark
+local[2], and at the end a real Triton server (pytriton) serving the deployed version.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,13 @@ from sqlalchemy import func, select
 from labelfree.core.db import session_scope
 from labelfree.core.models import Image, Job, Model
 from labelfree.core.store import get_store
-from tests.pipeline.conftest import assert_run_succeeded_with_inputs, project_body, wait_for_run
+from tests.pipeline.conftest import (
+    assert_megadetector_entry,
+    assert_run_succeeded_with_inputs,
+    detect_through_triton,
+    project_body,
+    wait_for_run,
+)
 
 pytestmark = pytest.mark.service
 
@@ -32,12 +42,15 @@ def _explaining(run: dict) -> bool:
 
 
 def test_worker_killed_mid_explain_then_resume_finishes_the_run_reusing_earlier_steps(
-        image_set, workers, configure):
-    configure(job_lease_seconds=LEASE["LABELFREE_JOB_LEASE_SECONDS"])
+        tmp_path, image_set, workers, configure):
+    from labelfree.inference import triton_launcher
     from labelfree.ingest.api import app
 
+    triton_launcher.venv_python()  # the setup command, not a skip, when .venv-triton is missing
+    configure(job_lease_seconds=LEASE["LABELFREE_JOB_LEASE_SECONDS"])
     api = TestClient(app)
-    workers.start("ingest,train,detect", wait=90)
+    repository = tmp_path / "triton-repository"
+    workers.start("ingest,train,detect", env={"LABELFREE_TRITON_REPOSITORY": str(repository)}, wait=90)
     explainer = workers.start("explain", env=LEASE, wait=90)
     response = api.post("/v1/projects", json=project_body(image_set))
     assert response.status_code == 202, response.text
@@ -84,6 +97,13 @@ def test_worker_killed_mid_explain_then_resume_finishes_the_run_reusing_earlier_
         assert s.get(Model, classifier_id) is not None
     assert sorted(store.list(classifier_prefix)) == classifier_files
     assert steps["explain"]["result"]["classifier_model_id"] == classifier_id
+
+    # The deployed version answers through a real Triton server.
+    version = steps["deploy"]["result"]["triton_version"]
+    assert version == 1
+    body = detect_through_triton(repository / "labelfree_detector" / str(version), version,
+                                 image_set / "pos" / "p000.jpg", configure, tmp_path / "triton.log")
+    assert_megadetector_entry(body, "triton")
 
 
 def _queued_messages(queue: str) -> int:
