@@ -15,7 +15,7 @@ from sqlalchemy import delete, select
 from labelfree.core.celery_app import QUEUE_EXPLAIN, job_task
 from labelfree.core.db import session_scope
 from labelfree.core.errors import LabelfreeError
-from labelfree.core.models import Box, Image, Job, Model
+from labelfree.core.models import Box, Dataset, Image, Job, Model
 from labelfree.core.settings import get_settings
 from labelfree.core.store import get_store
 
@@ -52,7 +52,11 @@ def explain_job(job_id: str, params: dict, progress) -> dict:
             raise LabelfreeError("not_found", f"model {params['model_id']} not found")
         rows = session.execute(select(Image.id, Image.store_key, Image.file_name).where(
             Image.dataset_id == params["dataset_id"], Image.label == "positive").order_by(Image.sha256)).all()
-        prefix, model_id, model_name = model.store_prefix, model.id, model.name
+        prefix, model_id = model.store_prefix, model.id
+        # The boxes' category is the concept (the dataset's query), which the detector trained on
+        # them reports as its label; not the classifier's name ("classifier-<query>").
+        dataset = session.get(Dataset, params["dataset_id"])
+        category = dataset.query if dataset is not None else model.name
         run_id = session.get(Job, job_id).run_id
     if not rows:
         raise LabelfreeError("bad_request", f"dataset {params['dataset_id']} has no positive images")
@@ -70,7 +74,7 @@ def explain_job(job_id: str, params: dict, progress) -> dict:
             for (x1, y1, x2, y2), score in zip(record["boxes"], record["scores"]):
                 session.add(Box(image_id=record["key"], job_id=job_id, run_id=run_id, model_id=model_id,
                                 source=BOX_SOURCE, x=x1, y=y1, w=x2 - x1, h=y2 - y1, score=score))
-    coco = to_coco([{**r, "key": names[r["key"]]} for r in records], category=str(model_name))
+    coco = to_coco([{**r, "key": names[r["key"]]} for r in records], category=str(category))
     coco_key = f"boxes/{job_id}.json"
     store.put(coco_key, json.dumps(coco).encode())
     return {"images": len(coco["images"]), "boxes": len(coco["annotations"]),

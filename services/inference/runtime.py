@@ -65,13 +65,18 @@ def deployed_detector_dir() -> tuple[str, Path] | None:
 def _wanted() -> tuple[str | None, Path | None]:
     """What should serve now: the configured DET_DIR, else the registry's deployed detector.
 
-    With Triton the server holds the model; the registry only matters for the ORT backend.
+    With Triton the server holds the model, but the deployed detector's manifest still gives
+    its labels, threshold and category ids (a deploy writes the registry row and the Triton
+    version together), so both backends report the same categories for the same model.
+    Only with nothing deployed does Triton's own input shape stand in for a manifest.
     """
     s = get_settings()
-    if s.detector_dir is not None or s.inference_backend == "triton":
+    if s.detector_dir is not None:
         return "configured", s.detector_dir
     found = deployed_detector_dir()
-    return (found[0], found[1]) if found else (None, None)
+    if found:
+        return found[0], found[1]
+    return ("triton", None) if s.inference_backend == "triton" else (None, None)
 
 
 def get_detector() -> Detector:

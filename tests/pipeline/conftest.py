@@ -161,9 +161,13 @@ def detect_through_triton(served_dir: Path, version: int, image: Path, configure
     return answer.json()
 
 
-def assert_megadetector_entry(body: dict, backend: str) -> None:
-    """One MegaDetector ``images[]`` entry with detections (threshold 0 keeps all top-K boxes)."""
+def assert_megadetector_entry(body: dict, backend: str, model_id: str, concept: str = "yellow disc") -> None:
+    """One MegaDetector ``images[]`` entry with detections (threshold 0 keeps all top-K boxes)
+    from the deployed model ``model_id``, whose one category is the concept."""
     assert body["backend"] == backend
+    # the registry's deployed detector, materialised under its model id, described the answer
+    assert body["detector"] == model_id, body["detector"]
+    assert body["detection_categories"] == {"1": concept}, body["detection_categories"]
     entry = body["image"]
     assert entry.get("failure") is None and entry["detections"], entry
     for det in entry["detections"]:

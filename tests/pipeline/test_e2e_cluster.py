@@ -41,4 +41,4 @@ def test_cluster_run_from_folders_ends_served_by_triton(tmp_path, image_set, wor
     assert deploy["triton_version"] == 1 and deploy["triton_repository"] == str(repository)
     served = repository / "labelfree_detector" / "1"
     body = detect_through_triton(served, 1, image_set / "pos" / "p000.jpg", configure, tmp_path / "triton.log")
-    assert_megadetector_entry(body, "triton")
+    assert_megadetector_entry(body, "triton", steps["deploy"]["result"]["model_id"])

@@ -103,7 +103,7 @@ def test_worker_killed_mid_explain_then_resume_finishes_the_run_reusing_earlier_
     assert version == 1
     body = detect_through_triton(repository / "labelfree_detector" / str(version), version,
                                  image_set / "pos" / "p000.jpg", configure, tmp_path / "triton.log")
-    assert_megadetector_entry(body, "triton")
+    assert_megadetector_entry(body, "triton", steps["deploy"]["result"]["model_id"])
 
 
 def _queued_messages(queue: str) -> int:
