@@ -112,7 +112,15 @@ def read_job(job_id: uuid.UUID, session: Session = Depends(get_session)) -> dict
 
 @jobs_router.post("/{job_id}/cancel")
 def cancel_job(job_id: uuid.UUID, session: Session = Depends(get_session)) -> dict:
-    return jobs.job_to_dict(jobs.request_cancel(session, str(job_id)))
+    job = jobs.request_cancel(session, str(job_id))
+    if job.state == jobs.JobState.CANCELLED.value and job.run_id:
+        # A queued step is cancelled here, and no worker will ever report it: end its run now,
+        # or the run (and `labelfree run` following it) waits forever. A running step is
+        # cancelled by its worker, which ends the run itself.
+        from labelfree.core import runs
+
+        runs.end_run(session, job.run_id, f"step {job.kind}: cancelled on request", jobs.JobState.CANCELLED)
+    return jobs.job_to_dict(job)
 
 
 def create_app(name: str, routers: Iterable[APIRouter] = (), ready_checks: Iterable[ReadyCheck] = ()) -> FastAPI:

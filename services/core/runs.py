@@ -164,15 +164,20 @@ def advance_run(run_id: str) -> Job | None:
     return job_snapshot
 
 
+def end_run(session: Session, run_id: str, reason: str, state: JobState = JobState.FAILED) -> None:
+    """Mark an unfinished run failed or cancelled with the reason (a finished one stays as it is)."""
+    run = _lock_run(session, run_id)
+    if not JobState(run.state).is_terminal():
+        run.state = state.value
+        run.error = reason
+        run.finished_at = utcnow()
+
+
 def fail_run(run_id: str, reason: str, state: JobState = JobState.FAILED) -> None:
     from labelfree.core.db import session_scope
 
     with session_scope() as session:
-        run = _lock_run(session, run_id)
-        if not JobState(run.state).is_terminal():
-            run.state = state.value
-            run.error = reason
-            run.finished_at = utcnow()
+        end_run(session, run_id, reason, state)
 
 
 def resume_run(session: Session, run_id: str) -> tuple[Run, Job | None]:

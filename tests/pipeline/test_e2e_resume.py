@@ -148,3 +148,29 @@ def test_resume_resends_a_step_whose_worker_stopped_beating_and_leaves_a_live_on
         with session_scope() as s:  # a later ingest worker finds it cancelled and skips it
             if not jobs.JobState(s.get(Job, job_id).state).is_terminal():
                 jobs.request_cancel(s, job_id)
+
+
+def test_cancelling_a_queued_step_ends_its_run_and_resume_sends_it_again(configure):
+    from labelfree.core import jobs, runs
+    from labelfree.ingest.api import app
+
+    api = TestClient(app)
+    with session_scope() as s:
+        run_id = runs.create_run(s, "cancel rule", {"ingest": {"provider": "dir"}}).id
+        job_id = runs.next_step(s, run_id)[1].id
+    try:
+        cancelled = api.post(f"/v1/jobs/{job_id}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+        run = api.get(f"/v1/runs/{run_id}").json()
+        assert run["state"] == "cancelled" and run["error"] == "step ingest: cancelled on request"
+
+        sent = _queued_messages("ingest")
+        resumed = api.post(f"/v1/runs/{run_id}/resume")
+        assert resumed.status_code == 202 and resumed.json() == {"run_id": run_id, "state": "running",
+                                                                 "job_id": job_id}
+        assert api.get(f"/v1/jobs/{job_id}").json()["state"] == "queued"
+        assert _queued_messages("ingest") == sent + 1
+    finally:
+        with session_scope() as s:  # a later ingest worker finds it cancelled and skips it
+            if not jobs.JobState(s.get(Job, job_id).state).is_terminal():
+                jobs.request_cancel(s, job_id)
