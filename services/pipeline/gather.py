@@ -277,7 +277,7 @@ def gather_report(run_id: str, *, gt: Path | None = None, gt_images: Path | None
             for name in list(truth.truths)[:tiles]:
                 boxes, scores = det_predictions[name]
                 data, shown = rm.detector_tile(load_rgb(truth.paths[name]), boxes, scores, truth.truths[name])
-                report.detector_tiles.append(Tile(data, f"{name} · {_detections(shown, scores)}"))
+                report.detector_tiles.append(Tile(data, f"{_short(name)} · {_detections(shown, scores)}"))
     elif detector_model is not None and rows.done("explain"):
         progress("running the detector on its held-out images")
         explain_result = rows.jobs["explain"]["result"] or {}
@@ -296,6 +296,11 @@ def gather_report(run_id: str, *, gt: Path | None = None, gt_images: Path | None
             data, shown = rm.detector_tile(picture, boxes, scores)
             report.detector_tiles.append(Tile(data, _detections(shown, scores), credit=_credit(image)))
     return report
+
+
+def _short(name: str, keep: int = 22) -> str:
+    """A file name cut in the middle to fit a caption: ``0248HFV4VDZH_jpg.rf.0bf…e1.jpg``."""
+    return name if len(name) <= keep else f"{name[:keep - 9]}…{name[-8:]}"
 
 
 def _detections(shown: int, scores: np.ndarray) -> str:

@@ -214,7 +214,7 @@ svg .op{fill:#d9480f}svg .ttl{font-weight:600;font-size:13px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(230px,1fr));gap:1rem}
 figure{margin:0;background:var(--soft);border-radius:6px;overflow:hidden}
 figure img{display:block;width:100%;height:auto;aspect-ratio:4/3;object-fit:contain;background:#e4e9e6}
-figcaption{font-size:.85rem;padding:.35rem .55rem}figcaption small{display:block;color:var(--muted);font-size:.75rem}
+figcaption{font-size:.85rem;padding:.35rem .55rem;overflow-wrap:anywhere}figcaption small{display:block;color:var(--muted);font-size:.75rem}
 .legend span{display:inline-block;width:.9em;height:.9em;border-radius:2px;margin:0 .3em 0 .8em;vertical-align:-1px;
 border:1px solid #7b8a82}.legend span:first-child{margin-left:0}
 .state-succeeded{color:var(--accent)}.state-failed{color:#b00020}.state-running,.state-queued{color:#b36b00}
@@ -244,7 +244,7 @@ def _dataset_section(ds: dict) -> str:
     if ds.get("dropped"):
         out.append("<div><h3>Left out</h3>" + _table(["reason", "photos"], sorted(ds["dropped"].items())) + "</div>")
     out.append("</div>")
-    if ds.get("hard_negatives") or ds.get("random_words"):
+    if (ds.get("hard_negatives") or ds.get("random_words")) and ds.get("provider") != "dir":  # dir: folder aliases
         words = list(ds.get("hard_negatives") or []) + list(ds.get("random_words") or [])
         out.append(f"<p class='why'>Negatives searched for: {html.escape(', '.join(words[:30]))}"
                    f"{' …' if len(words) > 30 else ''}.</p>")
@@ -323,8 +323,7 @@ def _evaluation_section(ev: dict) -> str:
            + ". CorLoc: share of photos whose top box overlaps a person's box by at least half (IoU ≥ 0.5). "
              "AP@0.5: precision averaged over recall, every box counted. The whole-image box is the baseline "
              "to beat: many photos are close-ups.</p>"]
-    rows = [[name, m.get("corloc"), m.get("mean_iou"), m.get("ap50"),
-             f"{m['seconds_per_image']:.3f}" if m.get("seconds_per_image") is not None else "–"]
+    rows = [[name, m.get("corloc"), m.get("mean_iou"), m.get("ap50"), m.get("seconds_per_image")]
             for name, m in ev.items() if isinstance(m, dict)]
     out.append(_table(["boxes from", "CorLoc", "mean IoU", "AP@0.5", "seconds / photo"], rows))
     return "".join(out) + "</section>"

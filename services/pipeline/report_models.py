@@ -45,10 +45,15 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def draw_boxes(image: Image.Image, boxes: np.ndarray, scores: np.ndarray | None, colour: tuple[int, int, int],
-               *, width: int = 3) -> Image.Image:
-    """Draw xyxy boxes (pixels of ``image``) with a score tag each; returns the image."""
+               *, width: int | None = None) -> Image.Image:
+    """Draw xyxy boxes (pixels of ``image``) with a score tag each; returns the image.
+
+    Line and text scale with the picture: a tile is shown at about half its pixels in the grid.
+    """
     draw = ImageDraw.Draw(image)
-    font = _font(max(11, image.width // 32))
+    side = max(image.width, image.height)
+    width = width or max(2, round(side / 80))
+    font = _font(max(12, side // 14))
     for i, box in enumerate(np.asarray(boxes, float).reshape(-1, 4)):
         x1, y1, x2, y2 = box
         draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=width)
@@ -128,7 +133,7 @@ def detector_tile(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
     small, scale = shrink(image)
     picture = Image.fromarray(small)
     if human is not None and len(human):
-        draw_boxes(picture, np.asarray(human, float) * scale, None, HUMAN, width=2)
+        draw_boxes(picture, np.asarray(human, float) * scale, None, HUMAN, width=max(2, round(max(small.shape) / 120)))
     keep = scores >= SHOW_CONF
     draw_boxes(picture, boxes[keep] * scale, scores[keep], DETECTOR)
     return thumbnail(picture, TILE_SIDE), int(keep.sum())
