@@ -167,7 +167,8 @@ def detector_section(model: dict, deployed: bool) -> dict:
     manifest, metrics = model.get("manifest") or {}, model.get("metrics") or {}
     training = manifest.get("training") or {}
     # the registered metrics are the chosen epoch's record: val_ap50, val_corloc, val_miou, ...
-    validation = {k: metrics.get(f"val_{k}", (metrics.get("validation") or {}).get(k)) for k in ("ap50", "corloc", "miou")}
+    nested = metrics.get("validation") or {}
+    validation = {k: metrics.get(f"val_{k}", nested.get(k)) for k in ("ap50", "corloc", "miou")}
     return {"model_id": model["id"], "name": model["name"], "deployed": deployed or bool(model.get("deployed")),
             "input_size": manifest.get("input_size"), "labels": manifest.get("labels"), "epoch": metrics.get("epoch"),
             "validation": {k: v for k, v in validation.items() if v is not None},
@@ -200,7 +201,6 @@ def gather_report(run_id: str, *, gt: Path | None = None, gt_images: Path | None
                   work_dir: Path | None = None, progress: Callable[[str], None] = lambda message: None) -> Report:
     """Everything the report shows for ``run_id``; models run on at most ``tiles`` images per grid
     (and on every human-boxed image when ``gt`` + ``gt_images`` are given)."""
-    from labelfree.core.images import load_rgb
     from labelfree.core.settings import get_settings
     from labelfree.core.store import get_store
 
@@ -220,8 +220,6 @@ def gather_report(run_id: str, *, gt: Path | None = None, gt_images: Path | None
                          "created_at": run["created_at"].strftime("%Y-%m-%d %H:%M UTC") if run["created_at"] else None,
                          "steps": steps_table(rows)},
                     missing=missing_sections(rows))
-    images_by_id = {im["id"]: im for im in rows.images}
-    images_by_key = {im["store_key"]: im for im in rows.images}
     if rows.dataset is not None:
         report.dataset = dataset_section(rows)
 
@@ -244,16 +242,7 @@ def gather_report(run_id: str, *, gt: Path | None = None, gt_images: Path | None
                             "boxes": result.get("boxes"), "skipped": len(result.get("skipped") or []),
                             "boxed_images": len(rows.boxes)}
         progress("drawing the explainer's overlays")
-        positives = [im for im in rows.images if im["label"] == "positive"]
-        for image in positives[:tiles]:
-            recorded = rows.boxes.get(image["id"], [])
-            boxes = np.array([b for b, _ in recorded], np.float32).reshape(-1, 4)
-            scores = np.array([s for _, s in recorded], np.float32)
-            picture = load_rgb(store.local_path(image["store_key"]))
-            data, prob = rm.overlay_tile(picture, boxes, scores, teacher, image["id"])
-            what = f"{len(boxes)} box{'es' if len(boxes) != 1 else ''}" if len(boxes) else "no box"
-            report.lime_tiles.append(Tile(data, f"{what}" + (f" · P = {prob:.3f}" if prob is not None else ""),
-                                          credit=_credit(image)))
+        report.lime_tiles = explainer_tiles(rows, store, teacher, tiles)
 
     detector_model = None
     if rows.detector is not None:
@@ -272,30 +261,77 @@ def gather_report(run_id: str, *, gt: Path | None = None, gt_images: Path | None
         if truth.unmatched:
             report.notes.append(f"{truth.unmatched} human-boxed images in {Path(gt).name} have no file of that name "
                                 f"under {gt_images}; they are not scored.")
+        if report.evaluation.get("unreadable"):
+            report.notes.append(f"{report.evaluation['unreadable']} human-boxed images could not be read; "
+                                "they are not scored.")
         if detector_model is not None:
             report.detector["tiles_from"] = "human-boxed images (white: a person's box; green: the detector's)"
-            for name in list(truth.truths)[:tiles]:
+            for name in list(det_predictions)[:tiles]:
                 boxes, scores = det_predictions[name]
-                data, shown = rm.detector_tile(load_rgb(truth.paths[name]), boxes, scores, truth.truths[name])
+                picture = _load(truth.paths[name])
+                data, shown = rm.detector_tile(picture, boxes, scores, truth.truths[name])
                 report.detector_tiles.append(Tile(data, f"{_short(name)} · {_detections(shown, scores)}"))
     elif detector_model is not None and rows.done("explain"):
         progress("running the detector on its held-out images")
-        explain_result = rows.jobs["explain"]["result"] or {}
-        coco = json.loads(store.get(explain_result.get("boxes_key") or explain_result["coco_key"]))
-        held = [images_by_key[k] for k in detector_holdout(coco, rows.detector.get("manifest") or {})
-                if k in images_by_key]
-        report.detector["tiles_from"] = ("photos held out of the detector's training (its validation split); "
-                                         "green: the detector's boxes")
-        if not held:
-            report.notes.append("The detector trained on every boxed photo (too few for a validation split), "
-                                "so its pictures show photos it has seen.")
-            held = [im for im in rows.images if im["label"] == "positive"]
-            report.detector["tiles_from"] = "photos the detector trained on (no held-out split)"
-        pictures = [load_rgb(store.local_path(im["store_key"])) for im in held[:tiles]]
-        for image, picture, (boxes, scores) in zip(held, pictures, detector_model.detect(pictures)):
-            data, shown = rm.detector_tile(picture, boxes, scores)
-            report.detector_tiles.append(Tile(data, _detections(shown, scores), credit=_credit(image)))
+        report.detector_tiles = heldout_detector_tiles(rows, store, detector_model, report, tiles)
     return report
+
+
+def _load(path) -> np.ndarray | None:
+    """The photo as (H, W, 3) uint8, or None when it cannot be decoded (the steps skip such files too)."""
+    from labelfree.core.images import ImageDecodeError, load_rgb
+
+    try:
+        return load_rgb(path)
+    except (ImageDecodeError, OSError):
+        return None
+
+
+def _readable(store, images: list[dict], limit: int) -> list[tuple[dict, np.ndarray]]:
+    """Up to ``limit`` (image row, photo) pairs, skipping photos that cannot be read."""
+    out = []
+    for image in images:
+        if len(out) == limit:
+            break
+        picture = _load(store.local_path(image["store_key"]))
+        if picture is not None:
+            out.append((image, picture))
+    return out
+
+
+def explainer_tiles(rows: RunRows, store, teacher, tiles: int) -> list[Tile]:
+    """Overlays of the first positives (by sha256): evidence recomputed, boxes as the explain step recorded."""
+    out = []
+    for image, picture in _readable(store, [im for im in rows.images if im["label"] == "positive"], tiles):
+        recorded = rows.boxes.get(image["id"], [])
+        boxes = np.array([b for b, _ in recorded], np.float32).reshape(-1, 4)
+        scores = np.array([s for _, s in recorded], np.float32)
+        data, prob = rm.overlay_tile(picture, boxes, scores, teacher, image["id"])
+        what = f"{len(boxes)} box{'es' if len(boxes) != 1 else ''}" if len(boxes) else "no box"
+        out.append(Tile(data, what + (f" · P = {prob:.3f}" if prob is not None else ""), credit=_credit(image)))
+    return out
+
+
+def heldout_detector_tiles(rows: RunRows, store, detector, report: Report, tiles: int) -> list[Tile]:
+    """The detector on its own validation photos (or, without a split, on photos it trained on)."""
+    explain_result = rows.jobs["explain"]["result"] or {}
+    coco = json.loads(store.get(explain_result.get("boxes_key") or explain_result["coco_key"]))
+    by_key = {im["store_key"]: im for im in rows.images}
+    held = [by_key[k] for k in detector_holdout(coco, rows.detector.get("manifest") or {}) if k in by_key]
+    report.detector["tiles_from"] = ("photos held out of the detector's training (its validation split); "
+                                     "green: the detector's boxes")
+    if not held:
+        report.notes.append("The detector trained on every boxed photo (too few for a validation split), "
+                            "so its pictures show photos it has seen.")
+        held = [im for im in rows.images if im["label"] == "positive"]
+        report.detector["tiles_from"] = "photos the detector trained on (no held-out split)"
+    pairs = _readable(store, held, tiles)
+    found = detector.detect([picture for _, picture in pairs]) if pairs else []
+    out = []
+    for (image, picture), (boxes, scores) in zip(pairs, found):
+        data, shown = rm.detector_tile(picture, boxes, scores)
+        out.append(Tile(data, _detections(shown, scores), credit=_credit(image)))
+    return out
 
 
 def _short(name: str, keep: int = 22) -> str:

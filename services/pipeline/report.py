@@ -164,7 +164,8 @@ def plain_summary(report: Report) -> str:
         parts.append(f"The classifier tells them apart with ROC-AUC <b>{c['roc_auc']:.3f}</b> on "
                      f"{_counted(c.get('n_validation') or 0, 'held-out photo')}.")
     if x:
-        parts.append(f"The explainer ({e(str(x.get('method')))}) drew <b>{_counted(x.get('boxes') or 0, 'box', 'boxes')}"
+        boxes = _counted(x.get("boxes") or 0, "box", "boxes")
+        parts.append(f"The explainer ({e(str(x.get('method')))}) drew <b>{boxes}"
                      f"</b> on {_counted(x.get('boxed_images') or 0, 'photo')}: these are the detector's only labels.")
     if ev and isinstance(ev.get("detector"), dict):
         det = ev["detector"]
@@ -214,7 +215,8 @@ svg .op{fill:#d9480f}svg .ttl{font-weight:600;font-size:13px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(230px,1fr));gap:1rem}
 figure{margin:0;background:var(--soft);border-radius:6px;overflow:hidden}
 figure img{display:block;width:100%;height:auto;aspect-ratio:4/3;object-fit:contain;background:#e4e9e6}
-figcaption{font-size:.85rem;padding:.35rem .55rem;overflow-wrap:anywhere}figcaption small{display:block;color:var(--muted);font-size:.75rem}
+figcaption{font-size:.85rem;padding:.35rem .55rem;overflow-wrap:anywhere}
+figcaption small{display:block;color:var(--muted);font-size:.75rem}
 .legend span{display:inline-block;width:.9em;height:.9em;border-radius:2px;margin:0 .3em 0 .8em;vertical-align:-1px;
 border:1px solid #7b8a82}.legend span:first-child{margin-left:0}
 .state-succeeded{color:var(--accent)}.state-failed{color:#b00020}.state-running,.state-queued{color:#b36b00}
@@ -236,7 +238,8 @@ def _dataset_section(ds: dict) -> str:
     out.append("<p class='why'>Found by image search; the photos that show the concept are the positives, "
                "photos of other things the negatives. Nobody labelled them. Every photo keeps its licence "
                "and creator, listed below.</p><div class='tables'>")
-    out.append("<div><h3>Labels</h3>" + _table(["label", "photos"], sorted((ds.get("labels") or {}).items())) + "</div>")
+    labels = sorted((ds.get("labels") or {}).items())
+    out.append("<div><h3>Labels</h3>" + _table(["label", "photos"], labels) + "</div>")
     licences = sorted((ds.get("licences") or {}).items(), key=lambda kv: -kv[1])
     out.append("<div><h3>Licences</h3>" + _table(["licence", "photos"], licences) + "</div>")
     if len(ds.get("providers") or {}) > 1:

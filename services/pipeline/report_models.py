@@ -173,10 +173,10 @@ def evaluate(truth: GroundTruth, *, teacher: Teacher | None, detector: DetectorM
     Returns (evaluation {name: {corloc, mean_iou, ap50, seconds_per_image}, plus n_images},
     detector predictions {base name: (boxes, scores)} for the tiles).
     """
-    from labelfree.core.images import load_rgb
+    from labelfree.core.images import ImageDecodeError, load_rgb
     from labelfree.explainer.metrics import summarise
 
-    names = list(truth.truths)
+    names, scored = list(truth.truths), []
     predictions: dict[str, dict] = {"whole image": {}}
     seconds = {"whole image": None}
     if teacher is not None:
@@ -184,7 +184,11 @@ def evaluate(truth: GroundTruth, *, teacher: Teacher | None, detector: DetectorM
     if detector is not None:
         predictions["detector"], seconds["detector"] = {}, 0.0
     for i, name in enumerate(names):
-        image = load_rgb(truth.paths[name])
+        try:
+            image = load_rgb(truth.paths[name])
+        except (ImageDecodeError, OSError):
+            continue
+        scored.append(name)
         h, w = image.shape[:2]
         predictions["whole image"][name] = (np.array([[0.0, 0.0, w, h]]), np.ones(1))
         if teacher is not None:
@@ -200,11 +204,15 @@ def evaluate(truth: GroundTruth, *, teacher: Teacher | None, detector: DetectorM
             predictions["detector"][name] = (boxes[keep], scores[keep])
         if (i + 1) % 25 == 0:
             progress(f"scored {i + 1}/{len(names)} human-boxed images")
-    evaluation: dict = {"n_images": len(names), "n_boxes": int(sum(len(b) for b in truth.truths.values()))}
+    if not scored:
+        raise ValueError("none of the human-boxed images could be read")
+    truths = {name: truth.truths[name] for name in scored}
+    evaluation: dict = {"n_images": len(scored), "n_boxes": int(sum(len(b) for b in truths.values())),
+                        "unreadable": len(names) - len(scored)}
     for who in ("detector", "teacher", "whole image"):
         if who in predictions:
-            m = summarise(predictions[who], truth.truths)
+            m = summarise(predictions[who], truths)
             evaluation[who] = {"corloc": m["corloc"], "mean_iou": m["miou"], "ap50": m["ap50"],
-                               "seconds_per_image": (seconds[who] / len(names)) if seconds[who] is not None
+                               "seconds_per_image": (seconds[who] / len(scored)) if seconds[who] is not None
                                else None}
     return evaluation, predictions.get("detector", {})

@@ -21,7 +21,6 @@ from PIL import Image, ImageDraw
 
 from labelfree.core import jobs, runs
 from labelfree.core.db import session_scope
-from labelfree.core.jobs import JobKind
 from labelfree.core.models import Box, Dataset, Job, Model, new_id
 from labelfree.core.models import Image as ImageRow
 from labelfree.core.store import get_store
@@ -148,7 +147,8 @@ def build_run(tmp: Path, *, query: str = "red deer", n_pos: int = 16, n_neg: int
             data = jpeg(image)
             key = store.put_bytes(data, ".jpg")
             licence, url = LICENCES[i % len(LICENCES)]
-            rows.append(ImageRow(sha256=hashlib.sha256(data).hexdigest(), store_key=key, dataset_id=dataset_id, label=label,
+            rows.append(ImageRow(sha256=hashlib.sha256(data).hexdigest(), store_key=key, dataset_id=dataset_id,
+                                 label=label,
                                  file_name=f"{label}-{i:03d}.jpg", width=image.shape[1], height=image.shape[0],
                                  provider="dir", query=query if label == "positive" else "rocks",
                                  source_url=f"https://photos.example.org/{i}.jpg",
@@ -184,8 +184,9 @@ def build_run(tmp: Path, *, query: str = "red deer", n_pos: int = 16, n_neg: int
     classifier_id = new_id()
     store.put_dir(f"models/{classifier_id}", model_dir)
     with session_scope() as s:
-        s.add(Model(id=classifier_id, kind="classifier", name=f"classifier-{query}", store_prefix=f"models/{classifier_id}",
-                    dataset_id=dataset_id, job_id=job_id, manifest=json.loads((model_dir / "manifest.json").read_text()),
+        s.add(Model(id=classifier_id, kind="classifier", name=f"classifier-{query}",
+                    store_prefix=f"models/{classifier_id}", dataset_id=dataset_id, job_id=job_id,
+                    manifest=json.loads((model_dir / "manifest.json").read_text()),
                     metrics=metrics))
     _finish(job_id, {"model_id": classifier_id, "metrics": {"roc_auc": metrics["validation"]["roc_auc"]}}, started)
 

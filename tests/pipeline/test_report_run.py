@@ -55,6 +55,18 @@ def test_report_scores_detector_teacher_and_whole_image_against_human_boxes(red_
     assert "Against human boxes" in html and "AP@0.5" in html
 
 
+def test_unreadable_human_boxed_photos_are_left_out_of_the_scores_and_said(red_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "gt"
+    shutil.copytree(red_run.gt_images, folder)
+    (folder / "cam03.jpg").write_bytes(b"not a jpeg")
+    report = gather_report(red_run.run_id, gt=red_run.gt, gt_images=folder, tiles=8, work_dir=tmp_path / "w")
+    assert report.evaluation["n_images"] == 7 and report.evaluation["unreadable"] == 1
+    assert any("could not be read" in note for note in report.notes)
+    assert len(report.detector_tiles) == 7 and not any(t.caption.startswith("cam03") for t in report.detector_tiles)
+
+
 def test_report_cli_writes_one_self_contained_file(red_run, tmp_path):
     out = tmp_path / "nested" / "report.html"
     result = runner.invoke(app, ["report", red_run.run_id, "--out", str(out), "--tiles", "6"])
