@@ -114,11 +114,17 @@ def run_job(task, fn: Callable[[str, dict, ProgressFn], dict], job_id: str) -> d
         if job is None:
             log.error("job %s does not exist; dropping its message", job_id)
             return {"skipped": "missing"}
-        if jobs.JobState(job.state).is_terminal():
-            return {"skipped": job.state}  # redelivered after it finished: nothing to redo
-        if job.cancel_requested:
+        finished = job.state if jobs.JobState(job.state).is_terminal() else None
+        in_run = bool(job.run_id)
+        if not finished and job.cancel_requested:
             jobs.mark_job_cancelled(session, job_id) if job.state != "queued" else jobs.request_cancel(session, job_id)
             return {"skipped": "cancelled"}
+    if finished:  # redelivered after it finished: nothing to redo
+        if finished == jobs.JobState.SUCCEEDED.value and in_run:
+            # Its worker may have died between recording success and starting the run's next
+            # step; advancing again is a no-op when that step already exists.
+            _after(job_id, "succeeded")
+        return {"skipped": finished}
     try:
         with session_scope() as session:
             job = jobs.mark_job_running(

@@ -174,3 +174,32 @@ def test_cancelling_a_queued_step_ends_its_run_and_resume_sends_it_again(configu
         with session_scope() as s:  # a later ingest worker finds it cancelled and skips it
             if not jobs.JobState(s.get(Job, job_id).state).is_terminal():
                 jobs.request_cancel(s, job_id)
+
+
+def test_a_redelivered_step_that_had_succeeded_starts_the_next_step_once():
+    """A worker killed between recording success and writing the next step: the broker's
+    redelivery of the finished step moves the run on, and a second one changes nothing."""
+    from labelfree.core import jobs, runs
+    from labelfree.ingest.tasks import build_dataset_task
+
+    with session_scope() as s:
+        run_id = runs.create_run(s, "redelivery rule", {"ingest": {"provider": "dir"}}).id
+        job_id = runs.next_step(s, run_id)[1].id
+        jobs.mark_job_running(s, job_id, worker="gone:1")
+        jobs.mark_job_succeeded(s, job_id, {"dataset_id": s.get(Job, job_id).params["dataset_id"]})
+    train_id = None
+    try:
+        sent = _queued_messages("train")
+        for _ in range(2):  # the redelivery, then a duplicate of it
+            assert build_dataset_task.apply(args=[job_id]).get() == {"skipped": "succeeded"}
+        with session_scope() as s:
+            steps = runs.step_jobs(s, run_id)
+            assert sorted(steps) == ["ingest", "train"]
+            train_id = steps["train"].id
+            assert steps["train"].state == "queued" and steps["train"].inputs["ingest_job"] == job_id
+            assert s.scalar(select(func.count()).select_from(Job).where(Job.run_id == run_id)) == 2
+        assert _queued_messages("train") == sent + 1
+    finally:
+        if train_id:
+            with session_scope() as s:
+                jobs.request_cancel(s, train_id)
