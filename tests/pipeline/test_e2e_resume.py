@@ -64,6 +64,7 @@ def test_worker_killed_mid_explain_then_resume_finishes_the_run_reusing_earlier_
     before = wait_for_run(api, run_id, timeout=5, until=lambda r: True)
     explain_job = _step(before, "explain")
     assert before["state"] == "running" and explain_job["state"] == "running"
+    assert explain_job["progress"] < 0.9  # killed inside the Spark job, before any box was written
     earlier = {name: _step(before, name) for name in ("ingest", "train")}
     dataset_id = earlier["ingest"]["result"]["dataset_id"]
     classifier_id = earlier["train"]["result"]["model_id"]
