@@ -1,17 +1,23 @@
-"""Detector quality, cost and CPU throughput, in one run on one machine.
+"""Detector quality, cost and CPU throughput per variant, in one run on one machine.
 
-1. Train on pseudo-boxes (LIME teacher) of ``lion/pool`` only (skipped with --skip-train).
-2. ``detect`` on ``lion/dev/images``; AP@0.5, CorLoc, mean top-box IoU against the HUMAN boxes,
-   beside the teacher's boxes on the same images and the whole-image baseline (metrics from
-   ``labelfree.explainer.metrics``, the same code the explainer reports with).
-3. Cost: seconds per image of the detector (ORT, batch 1, resize included) against the
-   teacher labeller (LIME through the classifier) on a few dev images, same process.
-4. Throughput: ORT images/s on ``--threads`` threads at batch 1 and 16 (model only, and end
-   to end with JPEG decode).
+1. Train on the teacher's pseudo-boxes of ``lion/pool`` only, one DET_DIR per ``--input-size``
+   (``--out/s<S>``; skipped with --skip-train when it exists). Each DET_DIR holds the fp32
+   graph (``model_fp32.onnx``) and the int8 one (``model.onnx``, calibrated on training images).
+2. Every variant (size x precision) runs ``detect`` on ``lion/dev/images``: AP@0.5, CorLoc,
+   mean top-box IoU against the HUMAN boxes, beside the teacher's boxes on the same images and
+   the whole-image baseline (``labelfree.explainer.metrics``, the explainer's own code).
+3. Cost per image, detector (ORT, batch 1, stretch included, from the decoded RGB array) against
+   our LIME explainer (``method="lime"``, its default ``n_samples``) and the labeller that made
+   the training boxes (``--teacher-method``), all on the same dev images, same process, same
+   ORT thread count. The shared box is loaded by other work, so the ratio is given on CPU
+   seconds (``time.process_time``: compute spent, all threads) and on wall seconds; LIME and
+   the detectors are timed in alternating rounds so load drift hits both.
+4. Throughput: ORT images/s at batch 1 and 16 (model only) per variant.
 
-    .venv/bin/python bench/bench_detector.py --boxes /tmp/lf_cache/boxes/lion_pool.json \\
-        --teacher /tmp/lf_cache/boxes/lion_dev.json --classifier /tmp/lf_cache/models/lion \\
-        --out /tmp/lf_cache/det/lion --epochs 4
+    .venv/bin/python bench/bench_detector.py --boxes /tmp/lf_cache/boxes/lion_pool_cam.json \\
+        --teacher /tmp/lf_cache/boxes/lion_dev_cam.json --classifier /tmp/lf_cache/models/lion \\
+        --out /tmp/lf_cache/det/cam --input-size 256 160 128 --epochs 4 --train-threads 1 \\
+        --neg ../shared/data/negatives/imagenet --neg ../shared/data/negatives/coco
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+GRAPHS = {"fp32": "model_fp32.onnx", "int8": "model.onnx"}
 
 
 def md_predictions(doc: dict, sizes: dict[str, tuple[int, int]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -38,12 +45,16 @@ def md_predictions(doc: dict, sizes: dict[str, tuple[int, int]]) -> dict[str, tu
     return out
 
 
-def per_image_seconds(fn, items: list, repeat: int = 1) -> float:
-    start = time.perf_counter()
-    for _ in range(repeat):
-        for item in items:
-            fn(item)
-    return (time.perf_counter() - start) / (repeat * len(items))
+def timed(fn, items: list) -> tuple[float, float]:
+    """(wall, CPU) seconds per item of ``fn`` over ``items``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for item in items:
+        fn(item)
+    return (time.perf_counter() - wall) / len(items), (time.process_time() - cpu) / len(items)
+
+
+def rounded(d: dict) -> dict:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
 
 
 def main() -> None:
@@ -52,18 +63,20 @@ def main() -> None:
     ap.add_argument("--boxes", type=Path, required=True, help="teacher boxes of --pool (COCO)")
     ap.add_argument("--dev", type=Path, default=DATA / "lion" / "dev")
     ap.add_argument("--teacher", type=Path, help="teacher boxes of the dev images (COCO), for comparison")
-    ap.add_argument("--classifier", type=Path, help="classifier MODEL_DIR, to time the teacher (LIME)")
-    ap.add_argument("--teacher-method", default="lime+cam")
-    ap.add_argument("--teacher-samples", type=int, default=256)
-    ap.add_argument("--teacher-images", type=int, default=3)
-    ap.add_argument("--out", type=Path, required=True, help="DET_DIR")
+    ap.add_argument("--classifier", type=Path, help="classifier MODEL_DIR, to time LIME and the teacher")
+    ap.add_argument("--teacher-method", default="cam", help="the labeller that made --boxes (timed)")
+    ap.add_argument("--cost-images", type=int, default=6, help="dev images LIME and the teacher are timed on")
+    ap.add_argument("--cost-rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path, required=True, help="parent of the DET_DIRs (s<S> each)")
     ap.add_argument("--neg", type=Path, action="append", default=[])
     ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--input-size", type=int, default=256)
+    ap.add_argument("--input-size", type=int, nargs="+", default=[128])
     ap.add_argument("--train-threads", type=int, default=None)
     ap.add_argument("--self-train-rounds", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2, help="ORT threads for detection and timing")
-    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--relabel-relative", type=float, default=0.5, help="self-training: keep peaks >= this x top")
+    ap.add_argument("--mosaic", type=float, default=0.0, help="share of 2x2 mosaic training views")
+    ap.add_argument("--threads", type=int, default=2, help="ORT threads for detection and all timing")
+    ap.add_argument("--skip-train", action="store_true", help="reuse DET_DIRs that already exist")
     ap.add_argument("--json", type=Path, help="also write the report here")
     args = ap.parse_args()
 
@@ -74,64 +87,99 @@ def main() -> None:
     from labelfree.trainer.detector.infer import DetectorRunner, detect_folder
     from labelfree.trainer.detector.train import TrainConfig
 
-    report: dict = {"det_dir": str(args.out)}
-    if not args.skip_train:
-        config = TrainConfig(input_size=args.input_size, epochs=args.epochs, threads=args.train_threads)
+    report: dict = {"out": str(args.out), "boxes": str(args.boxes), "threads": args.threads, "train": {}}
+    det_dirs = {}
+    for size in args.input_size:
+        det_dir = args.out / f"s{size}"
+        det_dirs[size] = det_dir
+        if args.skip_train and (det_dir / "manifest.json").is_file():
+            continue
+        config = TrainConfig(input_size=size, epochs=args.epochs, threads=args.train_threads, mosaic=args.mosaic)
         start = time.perf_counter()
-        manifest = build_detector(args.pool, args.boxes, args.out, negatives=args.neg, config=config,
-                                  show_progress=True, self_train_rounds=args.self_train_rounds)
-        report["train"] = {"seconds": round(time.perf_counter() - start, 1),
-                           "n_positive": manifest["training"]["n_positive"],
-                           "n_negative": manifest["training"]["n_negative"], "epochs": args.epochs, "self_train_rounds": args.self_train_rounds,
-                           "input_size": args.input_size, "val_vs_teacher": manifest["metrics"]}
-    manifest = json.loads((args.out / "manifest.json").read_text())
-    report["train_history"] = json.loads((args.out / "metrics.json").read_text()).get("history")
+        manifest = build_detector(args.pool, args.boxes, det_dir, negatives=args.neg, config=config,
+                                  show_progress=True, self_train_rounds=args.self_train_rounds,
+                                  relabel_relative=args.relabel_relative)
+        report["train"][size] = {"seconds": round(time.perf_counter() - start, 1),
+                                 "n_positive": manifest["training"]["n_positive"],
+                                 "n_negative": manifest["training"]["n_negative"], "epochs": args.epochs,
+                                 "self_train_rounds": args.self_train_rounds, "mosaic": args.mosaic,
+                                 "relabel_relative": args.relabel_relative,
+                                 "val_vs_teacher": manifest["metrics"],
+                                 "int8_vs_fp32": manifest.get("int8_vs_fp32")}
 
     dev_images = args.dev / "images"
     truths, sizes = load_coco_truths(args.dev / "boxes.json")
-    start = time.perf_counter()
-    doc = detect_folder(args.out, dev_images, threshold=0.01, threads=args.threads, batch_size=16)
-    detect_s = time.perf_counter() - start
-    preds = md_predictions(doc, sizes)
-    report["dev"] = {"n_images": len(truths), "n_human_boxes": int(sum(len(t) for t in truths.values())),
-                     "detector": summarise(preds, truths),
-                     "whole_image": summarise({k: (np.array([[0, 0, w, h]], float), np.ones(1))
-                                               for k, (h, w) in sizes.items()}, truths)}
+    dev = {"n_images": len(truths), "n_human_boxes": int(sum(len(t) for t in truths.values())),
+           "whole_image": rounded(summarise({k: (np.array([[0, 0, w, h]], float), np.ones(1))
+                                             for k, (h, w) in sizes.items()}, truths))}
     if args.teacher and args.teacher.is_file():
-        report["dev"]["teacher"] = summarise(coco_predictions(json.loads(args.teacher.read_text())), truths)
-    for threshold in (0.1, 0.3):
-        kept = {k: (b[s >= threshold], s[s >= threshold]) for k, (b, s) in preds.items()}
-        report["dev"][f"detector_conf>={threshold}"] = summarise(kept, truths)
-    report["dev"] = {k: ({m: round(v, 4) for m, v in d.items()} if isinstance(d, dict) else d)
-                     for k, d in report["dev"].items()}
-
-    runner = DetectorRunner(args.out, threads=args.threads)
-    paths = list(iter_image_files([dev_images]))[:64]
-    raw = [load_rgb(p) for p in paths]
-    ready = np.stack([runner.prepare(im) for im in raw])
-    throughput = {"threads": args.threads, "input_size": runner.input_size,
-                  "end_to_end_detect_images_per_s": round(len(truths) / detect_s, 1)}
-    for bs in (1, 16):
-        batches = [ready[i:i + bs] for i in range(0, len(ready) - bs + 1, bs)]
-        runner.predict(batches[0])
-        start = time.perf_counter()
-        for batch in batches:
-            runner.predict(batch)
-        throughput[f"model_batch{bs}_images_per_s"] = round(len(batches) * bs / (time.perf_counter() - start), 1)
+        dev["teacher"] = rounded(summarise(coco_predictions(json.loads(args.teacher.read_text())), truths))
+    runners, throughput = {}, {}
+    paths = list(iter_image_files([dev_images]))
+    raw = [load_rgb(p) for p in paths[:64]]
+    for size, det_dir in det_dirs.items():
+        precisions = {json.loads((det_dir / "manifest.json").read_text()).get("precision", "fp32"), "fp32"}
+        for precision, graph in GRAPHS.items():
+            if precision not in precisions:
+                continue
+            name = f"s{size} {precision}"
+            doc = detect_folder(det_dir, dev_images, threshold=0.01, threads=args.threads, batch_size=16, graph=graph)
+            preds = md_predictions(doc, sizes)
+            dev[name] = rounded(summarise(preds, truths))
+            kept = {k: (b[s >= 0.1], s[s >= 0.1]) for k, (b, s) in preds.items()}
+            dev[f"{name} conf>=0.1"] = rounded(summarise(kept, truths))
+            runner = runners[name] = DetectorRunner(det_dir, threads=args.threads, graph=graph)
+            ready = np.stack([runner.prepare(im) for im in raw])
+            result = {}
+            for bs in (1, 16):
+                batches = [ready[i:i + bs] for i in range(0, len(ready) - bs + 1, bs)]
+                runner.predict(batches[0])
+                wall, _ = timed(runner.predict, batches)
+                result[f"model_batch{bs}_images_per_s"] = round(bs / wall, 1)
+            throughput[name] = result
+    report["dev"] = dev
     report["throughput"] = throughput
 
-    det_s = per_image_seconds(lambda im: runner.predict(runner.prepare(im)[None]), raw[:16])
-    cost = {"detector_s_per_image": round(det_s, 5)}
+    cost: dict = {"images": args.cost_images, "rounds": args.cost_rounds, "detector": {}}
+    items = [(p, im) for p, im in zip(paths, raw)][: args.cost_images]
+    det_times = {name: [] for name in runners}
+    lime_times, teacher_times = [], []
+    labellers = {}
     if args.classifier:
         from labelfree.explainer.batch import ModelLabeller, image_rng
         from labelfree.explainer.labeller import LabelConfig
 
-        labeller = ModelLabeller(args.classifier, LabelConfig(method=args.teacher_method,
-                                                              n_samples=args.teacher_samples), threads=args.threads)
-        items = list(zip(paths, raw))[: args.teacher_images]
-        teacher_s = per_image_seconds(lambda item: labeller.label(item[1], image_rng(0, item[0].name)), items)
-        cost.update({"teacher": f"{args.teacher_method}, {args.teacher_samples} samples",
-                     "teacher_s_per_image": round(teacher_s, 3), "detector_cheaper_x": round(teacher_s / det_s, 1)})
+        lime_config = LabelConfig(method="lime")
+        cost["lime"] = {"method": "lime", "n_samples": lime_config.n_samples}
+        cost["teacher"] = {"method": args.teacher_method}
+        labellers = {"lime": ModelLabeller(args.classifier, lime_config, threads=args.threads),
+                     "teacher": ModelLabeller(args.classifier, LabelConfig(method=args.teacher_method),
+                                              threads=args.threads)}
+        for labeller in labellers.values():  # warm-up
+            labeller.label(raw[0], image_rng(0, paths[0].name))
+    for name, runner in runners.items():  # warm-up
+        runner.predict(runner.prepare(raw[0])[None])
+    per_round = max(1, len(items) // args.cost_rounds)
+    for r in range(args.cost_rounds):
+        chunk = items[r * per_round:(r + 1) * per_round] or items[:1]
+        if labellers:
+            lime_times.append(timed(lambda it: labellers["lime"].label(it[1], image_rng(0, it[0].name)), chunk))
+            teacher_times.append(timed(lambda it: labellers["teacher"].label(it[1], image_rng(0, it[0].name)), chunk))
+        for name, runner in runners.items():
+            det_times[name].append(timed(lambda im, runner=runner: runner.predict(runner.prepare(im)[None]),
+                                         raw[:32]))
+    mean = lambda xs, i: float(np.mean([x[i] for x in xs]))  # noqa: E731
+    if lime_times:
+        cost["lime"].update({"wall_s": round(mean(lime_times, 0), 3), "cpu_s": round(mean(lime_times, 1), 3)})
+        cost["teacher"].update({"wall_s": round(mean(teacher_times, 0), 4),
+                                "cpu_s": round(mean(teacher_times, 1), 4)})
+    for name, times in det_times.items():
+        entry = {"wall_ms": round(1000 * mean(times, 0), 2), "cpu_ms": round(1000 * mean(times, 1), 2)}
+        if lime_times:
+            for ref in ("lime", "teacher"):
+                entry[f"{ref}_over_detector_cpu"] = round(cost[ref]["cpu_s"] / mean(times, 1), 1)
+                entry[f"{ref}_over_detector_wall"] = round(cost[ref]["wall_s"] / mean(times, 0), 1)
+        cost["detector"][name] = entry
     report["cost"] = cost
     text = json.dumps(report, indent=1)
     print(text)

@@ -26,7 +26,7 @@ class DetectorConfig(BaseModel):
 
     model_config = {"extra": "forbid"}
     epochs: int = Field(6, ge=1, le=300)
-    input_size: int = Field(256, ge=64, le=1024)
+    input_size: int = Field(128, ge=64, le=1024)
     batch_size: int = Field(16, ge=1, le=512)
     backbone_mode: Literal["auto", "frozen", "top", "all"] = "auto"
     seed: int = 0

@@ -45,7 +45,7 @@ def _stretched(samples: list, size: int):
 def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
                    negatives: Sequence[str | Path] = (), config: TrainConfig | None = None,
                    instance_kind: str = "cpu", pool_kernel: int = 3, min_box_score: float = 0.0,
-                   unboxed_as_negative: bool = False, self_train_rounds: int = 1,
+                   unboxed_as_negative: bool = False, self_train_rounds: int = 1, relabel_relative: float = 0.5,
                    int8: bool | None = None, calibration_images: int = 256, resume: bool = True, show_progress: bool = True, provenance: dict | None = None,
                    progress: Callable[[float], None] | None = None) -> dict:
     """Train on ``boxes`` (COCO-style, ``file_name`` relative to ``images``), export to ``out``.
@@ -54,7 +54,8 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
     any box are skipped unless ``unboxed_as_negative``: a teacher that found nothing on a search
     result is weak evidence of absence, and training them as background would teach the detector
     to miss exactly the hard cases. ``self_train_rounds``: times to relabel the positives with
-    the detector and train again (see :mod:`selftrain`); checkpoints of round r go to
+    the detector and train again (see :mod:`selftrain`), keeping its peaks scoring at least
+    ``relabel_relative`` x the image's top score; checkpoints of round r go to
     ``checkpoints/round<r>``. ``instance_kind``: ``cpu`` or
     ``gpu`` for the Triton instance group. ``provenance`` (ids of the boxes, images, classifier
     and explainer run) is stored in the manifest. Returns the manifest.
@@ -80,7 +81,7 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
         work = out if r == 0 else out / "checkpoints" / f"round{r}"
         if r:
             train_positives = relabel(result.detector, positives, work, input_size=config.input_size,
-                                      threads=config.threads)
+                                      relative=relabel_relative, threads=config.threads)
         report = (lambda share, r=r: progress(0.9 * (r + share) / rounds)) if progress else None
         result = train_detector(train_positives, all_negatives, len(labels), work, config, resume=resume,
                                 show_progress=show_progress, progress=report)
@@ -111,6 +112,7 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
         "images": str(images.resolve()), "boxes": str(boxes.resolve()), "boxes_sha256": _sha256(boxes),
         "negatives": [str(Path(n).resolve()) for n in negatives],
         "n_positive": len(positives), "n_negative": len(all_negatives), "self_train_rounds": self_train_rounds,
+        "relabel_relative": relabel_relative,
         "n_boxes_teacher": int(sum(len(p.boxes) for p in positives)),
         "n_boxes_last_round": int(sum(len(p.boxes) for p in train_positives)),
         "n_unboxed": len(unboxed), "unboxed_as_negative": unboxed_as_negative,

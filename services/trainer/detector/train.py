@@ -37,7 +37,7 @@ class TrainConfig:
     for a frozen backbone on CPU. ``mosaic``: share of training views that are 2x2 mosaics
     (:class:`~labelfree.trainer.detector.data.DetectionDataset`)."""
 
-    input_size: int = 256
+    input_size: int = 128
     epochs: int = 6
     batch_size: int = 16
     lr: float = 3e-3
