@@ -5,6 +5,9 @@ A record per image (plain dict, JSON- and Arrow-friendly):
 with boxes xyxy in pixels of the original image. A record with ``error`` set is a skipped
 image (unreadable, corrupt); its boxes are empty.
 
+Method "foreground" needs a first pass over the dataset's images (``fit_foreground``):
+its statistics are per dataset, then every image is labelled with the fitted model.
+
 Randomness: each image's LIME masks come from ``np.random.default_rng([seed, crc32(key)])``,
 so the output does not depend on order or partitioning (Spark path == local path).
 """
@@ -19,8 +22,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from labelfree.core.images import ImageDecodeError, load_rgb
-from labelfree.explainer.labeller import LabelConfig, Labelled, label_image
-from labelfree.explainer.model import OnnxClassifier
+from labelfree.explainer.foreground import ForegroundModel, ForegroundStats
+from labelfree.explainer.labeller import LabelConfig, Labelled, cam_labels, label_image, presence
+from labelfree.explainer.model import OnnxClassifier, resize
 
 
 def image_rng(seed: int, key: str) -> np.random.Generator:
@@ -31,15 +35,66 @@ def image_rng(seed: int, key: str) -> np.random.Generator:
 class ModelLabeller:
     """An ONNX classifier plus a LabelConfig: labels one image at a time. Load once per process/partition."""
 
-    def __init__(self, model_dir: str | Path, config: LabelConfig = LabelConfig(), *, threads: int | None = None):
+    def __init__(self, model_dir: str | Path, config: LabelConfig = LabelConfig(), *, threads: int | None = None,
+                 foreground: ForegroundModel | None = None):
         self.model = OnnxClassifier(model_dir, threads=threads)
+        self.model_dir = Path(model_dir)
         self.config = config
+        self.foreground = foreground
+        self.threshold = float(self.model.manifest.get("threshold", 0.5))
+
+    @property
+    def needs_fit(self) -> bool:
+        """True when the method needs per-dataset statistics that are not fitted yet."""
+        return self.config.method == "foreground" and self.foreground is None
 
     def label(self, image: np.ndarray, rng: np.random.Generator) -> Labelled:
         """Boxes for one (H, W, 3) uint8 image (see ``labeller.label_image``)."""
+        if self.needs_fit:
+            raise ValueError("method 'foreground' needs fit_foreground over the dataset first")
         return label_image(image, rng=rng, config=self.config, predict_logit=self.model.logit,
                            run_cam=self.model.run, model_side=self.model.input_size,
-                           model_threshold=float(self.model.manifest.get("threshold", 0.5)))
+                           model_threshold=self.threshold, run_features=self.model.features,
+                           foreground=self.foreground)
+
+    def add_to_stats(self, image: np.ndarray, stats: ForegroundStats | None) -> ForegroundStats | None:
+        """Add one image's (fine features, CAM > 0) cells to ``stats`` (created on first use).
+
+        Images the classifier calls absent are left out: web positives hold some misses.
+        """
+        cfg = self.config
+        if presence(image, self.model.run, self.model.input_size) < (
+                cfg.present_below if cfg.present_below is not None else self.threshold):
+            return stats
+        features = self.model.features(resize(image, cfg.fg_side)[None])[0]
+        labels = cam_labels(image, self.model.run, cfg.cam_sizes, features.shape[1:])
+        stats = stats if stats is not None else ForegroundStats(features.shape[0])
+        stats.add(features, labels)
+        return stats
+
+
+def foreground_stats(labeller: ModelLabeller, paths: Iterable[str | Path]) -> ForegroundStats | None:
+    """Streamed statistics over image files (unreadable ones skipped); None when no image counts."""
+    stats = None
+    for path in paths:
+        try:
+            image = load_rgb(path)
+        except (ImageDecodeError, OSError):
+            continue
+        stats = labeller.add_to_stats(image, stats)
+    return stats
+
+
+def fit_foreground(labeller: ModelLabeller, paths: Iterable[str | Path]) -> ForegroundModel:
+    """First pass of method "foreground": fit on the dataset's images and attach to ``labeller``.
+
+    Raises ValueError when no image is a confident positive (nothing to learn from).
+    """
+    stats = foreground_stats(labeller, paths)
+    if stats is None:
+        raise ValueError("no image the classifier calls positive: cannot fit the foreground model")
+    labeller.foreground = stats.fit(labeller.config.fg_side)
+    return labeller.foreground
 
 
 def label_record(labeller: ModelLabeller, key: str, path: str | Path, seed: int,

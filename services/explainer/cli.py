@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -25,14 +26,21 @@ def explain_cmd(
     images: Path = typer.Option(..., "--images", help="folder of images (sub-folders are read)"),
     out: Path = typer.Option(..., "--out", help="COCO-style boxes.json to write"),
     samples: int = typer.Option(256, "--samples", help="LIME perturbations per image"),
-    method: str = typer.Option("cam", "--method",
-                               help="cam (default, measured best) | lime | lime+cam; --samples is for lime*"),
+    method: str = typer.Option("foreground", "--method",
+                               help="foreground (default, measured best) | cam | lime | lime+cam; "
+                                    "--samples is for lime*"),
     segments: int = typer.Option(80, "--segments", help="SLIC superpixels per image"),
     seed: int = typer.Option(0, "--seed", help="seed of the LIME masks (per image: seed + file name)"),
     overlays: Optional[Path] = typer.Option(None, "--overlays", help="also write one overlay PNG per image here"),
     spark_master: Optional[str] = typer.Option(None, "--spark-master",
                                                help="run as a Spark job on this master (e.g. local[2])"),
     category: Optional[str] = typer.Option(None, "--category", help="category name (default: from the manifest)"),
+    fit_images: Optional[Path] = typer.Option(None, "--fit-images",
+                                              help="foreground: fit on these positives (default: --images)"),
+    foreground: Optional[Path] = typer.Option(None, "--foreground",
+                                              help="foreground: load this fitted model JSON instead of fitting"),
+    save_foreground: Optional[Path] = typer.Option(None, "--save-foreground",
+                                                   help="foreground: also write the fitted model JSON here"),
 ) -> None:
     """Write COCO-style boxes (pixels, file_name relative to --images), one or more per image."""
     from labelfree.core.images import iter_image_files
@@ -53,13 +61,27 @@ def explain_cmd(
     items = [(str(p.relative_to(images)), str(p)) for p in iter_image_files([images])]
     if not items:
         _fail(f"no images under {images}")
+    if fit_images is not None and not fit_images.is_dir():
+        _fail(f"{fit_images} is not a directory")
+    if foreground is not None and not foreground.is_file():
+        _fail(f"{foreground} is not a file")
     start = time.monotonic()
-    labeller = ModelLabeller(model, config)
+    try:
+        labeller = ModelLabeller(model, config)
+    except LabelfreeError as exc:
+        _fail(exc.detail)
     name = category or _category(labeller.model.manifest)
+    fitted = None
+    if config.method == "foreground":
+        fitted = _foreground(labeller, items, fit_images, foreground, spark_master)
+        if save_foreground is not None:
+            save_foreground.parent.mkdir(parents=True, exist_ok=True)
+            save_foreground.write_text(json.dumps(fitted.to_dict()))
     if spark_master:
         from labelfree.explainer.spark_job import explain_with_spark
 
-        records = explain_with_spark(items, model, master=spark_master, config=config, seed=seed)
+        records = explain_with_spark(items, model, master=spark_master, config=config, seed=seed,
+                                     foreground=fitted)
     else:
         records = []
         for i, (key, path) in enumerate(items, 1):
@@ -79,6 +101,28 @@ def explain_cmd(
                f"in {elapsed:.1f}s -> {out}", err=True)
     for item in skipped:
         typer.echo(f"skipped {item['file_name']}: {item['error']}", err=True)
+
+
+def _foreground(labeller, items, fit_images, path, spark_master):
+    """The fitted foreground model: loaded from ``path``, else fitted on ``fit_images`` or the items."""
+    from labelfree.core.images import iter_image_files
+    from labelfree.explainer.batch import fit_foreground
+    from labelfree.explainer.foreground import ForegroundModel
+
+    try:
+        if path is not None:
+            labeller.foreground = ForegroundModel.from_dict(json.loads(path.read_text()))
+            return labeller.foreground
+        paths = [str(p) for p in iter_image_files([fit_images])] if fit_images is not None else [p for _, p in items]
+        if spark_master:
+            from labelfree.explainer.spark_job import fit_foreground_with_spark
+
+            labeller.foreground = fit_foreground_with_spark(paths, labeller.model_dir, master=spark_master,
+                                                            config=labeller.config)
+            return labeller.foreground
+        return fit_foreground(labeller, paths)
+    except (ValueError, KeyError, json.JSONDecodeError) as exc:
+        _fail(f"foreground model: {exc}")
 
 
 def _category(manifest: dict) -> str:

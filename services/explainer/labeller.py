@@ -6,8 +6,13 @@ Two evidence sources, each an (H, W) float map at the image's own resolution:
   averaged over a few input scales. ``cam > 0`` means "this cell alone votes positive",
   a threshold that comes from the model, not from tuning.
 
-``method`` picks "lime", "cam" or "lime+cam" (CAM cells kept where LIME agrees, see
-``fuse``). If the classifier says the object is absent, there are no boxes.
+- foreground (default): a per-dataset linear classifier of the backbone's finer features
+  (last block output at ``fg_side`` = 448: 14 x 14 cells) taught by the CAM's sign on the
+  dataset's own positives (``foreground.py``); ``> 0`` is foreground. Needs a fitted
+  ``ForegroundModel`` (``batch.fit_foreground``: one pass over the dataset first).
+
+``method`` picks "foreground", "cam", "lime" or "lime+cam" (CAM cells kept where LIME
+agrees, see ``fuse``). If the classifier says the object is absent, there are no boxes.
 
 Conventions: image (H, W, 3) uint8 RGB; boxes (N, 4) float32 xyxy pixels of that image;
 scores (N,) float32 = P(positive) * share of evidence in the box.
@@ -21,21 +26,23 @@ import numpy as np
 from PIL import Image
 
 from labelfree.explainer.boxes import mask_boxes, scale_boxes, select_segments
+from labelfree.explainer.foreground import ForegroundModel
 from labelfree.explainer.lime import Explanation, Predict, explain
 
-METHODS = ("lime", "cam", "lime+cam")
+METHODS = ("foreground", "cam", "lime", "lime+cam")
 
 
 @dataclass(frozen=True)
 class LabelConfig:
     """Parameters of the labeller (defaults chosen by principle, see bench/results/explainer.md)."""
 
-    method: str = "cam"  # measured best (bench/results/explainer.md); LIME stays available
+    method: str = "foreground"  # measured best (bench/results/explainer.md); LIME stays available
     n_samples: int = 256
     n_segments: int = 80
     fill: str = "blur"
     threshold: float = 0.8          # LIME: cumulative positive-weight share of selected superpixels
     cam_sizes: tuple[int, ...] = (224, 320)  # the training scale and one finer: measured best on both models
+    fg_side: int = 448              # foreground features: the finest input whose cells still see a whole animal part
     split_h: float | None = 0.5     # watershed split of touching animals (None: connected components only)
     min_area: float = 0.01
     min_share: float = 0.05
@@ -48,6 +55,8 @@ class LabelConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.n_samples < 2:
             raise ValueError(f"n_samples must be >= 2, got {self.n_samples}")
+        if self.fg_side < 32 or self.fg_side % 32:
+            raise ValueError(f"fg_side must be a positive multiple of 32, got {self.fg_side}")
 
 
 @dataclass
@@ -94,6 +103,17 @@ def cam_evidence(image: np.ndarray, run_cam, sizes: tuple[int, ...],
     return np.mean(maps, axis=0).astype(np.float32), prob, logit
 
 
+def cam_labels(image: np.ndarray, run_cam, sizes: tuple[int, ...], grid: tuple[int, int]) -> np.ndarray:
+    """(h, w) bool: the multi-scale CAM resampled to a feature grid, > 0 (the foreground teacher)."""
+    maps = [_upsample(run_cam(_resize(image, side)[None])["cam"][0], grid) for side in sizes]
+    return np.mean(maps, axis=0) > 0
+
+
+def presence(image: np.ndarray, run_cam, side: int) -> float:
+    """P(positive) at the classifier's training size."""
+    return float(run_cam(_resize(image, side)[None])["score"][0])
+
+
 def fuse(cam: np.ndarray, lime_map: np.ndarray) -> np.ndarray:
     """LIME+CAM evidence: the CAM where LIME's superpixel weight is not negative, else the LIME map.
 
@@ -106,13 +126,16 @@ def fuse(cam: np.ndarray, lime_map: np.ndarray) -> np.ndarray:
 
 def label_image(image: np.ndarray, *, rng: np.random.Generator, config: LabelConfig = LabelConfig(),
                 predict_logit: Predict | None = None, run_cam=None, model_side: int = 224,
-                model_threshold: float = 0.5) -> Labelled:
+                model_threshold: float = 0.5, run_features=None,
+                foreground: ForegroundModel | None = None) -> Labelled:
     """Boxes for one (H, W, 3) uint8 image.
 
     predict_logit: (N, S, S, 3) uint8 -> (N,) logits, for LIME (any classifier).
     run_cam: ONNX-style callable returning score/logit/cam, for CAM methods.
     model_side: LIME works on the image stretched to (model_side, model_side); boxes are scaled back.
     model_threshold: the classifier's own decision threshold, used when config.present_below is None.
+    run_features: (1, S, S, 3) uint8 -> (1, C, h, w) features, and ``foreground`` the fitted
+        ForegroundModel, for method "foreground".
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got shape {image.shape} dtype {image.dtype}")
@@ -124,6 +147,8 @@ def label_image(image: np.ndarray, *, rng: np.random.Generator, config: LabelCon
         raise ValueError(f"method {cfg.method!r} needs predict_logit")
     if needs_cam and run_cam is None:
         raise ValueError(f"method {cfg.method!r} needs run_cam")
+    if cfg.method == "foreground":
+        return _label_foreground(image, cfg, run_cam, run_features, foreground, model_side, model_threshold)
 
     cam = prob = None
     if needs_cam:
@@ -162,3 +187,22 @@ def _upsample_labels(explanation: Explanation, hw: tuple[int, int]) -> np.ndarra
     seg = np.asarray(Image.fromarray(explanation.segments.astype(np.int32), mode="I").resize(
         (hw[1], hw[0]), Image.NEAREST))
     return explanation.weights.astype(np.float32)[seg]
+
+
+def _label_foreground(image, cfg: LabelConfig, run_cam, run_features, foreground, model_side: int,
+                      model_threshold: float) -> Labelled:
+    if run_cam is None or run_features is None or foreground is None:
+        raise ValueError("method 'foreground' needs run_cam, run_features and a fitted foreground model")
+    if foreground.side != cfg.fg_side:
+        raise ValueError(f"foreground model was fitted at side {foreground.side}, config asks {cfg.fg_side}")
+    hw = image.shape[:2]
+    prob = presence(image, run_cam, model_side)
+    if prob < (cfg.present_below if cfg.present_below is not None else model_threshold):
+        return Labelled(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), prob, info={"absent": True})
+    features = run_features(_resize(image, cfg.fg_side)[None])[0]
+    evidence = _upsample(foreground.evidence(features), hw)
+    boxes, share = mask_boxes(evidence > 0, evidence, min_area=cfg.min_area, min_share=cfg.min_share,
+                              merge_gap=cfg.merge_gap, split_h=cfg.split_h)
+    if len(boxes) == 0:  # no cell passes: the whole image, the honest box for a close-up
+        boxes, share = np.array([[0, 0, hw[1], hw[0]]], np.float32), np.ones(1, np.float32)
+    return Labelled(boxes, (share * prob).astype(np.float32), prob, evidence, None, {"absent": False})

@@ -5,6 +5,12 @@ so executor memory is one model plus one image's LIME batches, never all samples
 images. The master is an argument (``local[2]`` in tests, Settings in the service):
 ``local[*]``, ``k8s://...`` or Spark Connect ``sc://...``. ``model_dir`` and the paths must
 be readable from the executors (a shared volume or the object store's local mirror).
+
+Method "foreground" runs two jobs: a first ``mapInPandas`` pass yields one row of partial
+statistics per partition (``ForegroundStats``, O(C^2) bytes, about 1 MB), the driver merges
+them and fits the per-dataset model, and the second pass ships the fitted model (a few KB
+of JSON) to the executors inside the task closure: a broadcast that also works on Spark
+Connect, which has no SparkContext.
 """
 
 from __future__ import annotations
@@ -14,24 +20,72 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from labelfree.explainer.foreground import ForegroundModel, ForegroundStats
 from labelfree.explainer.labeller import LabelConfig
 
 OUTPUT_SCHEMA = ("key string, width int, height int, probability double, boxes string, "
                  "scores string, error string")
 
 
-def _partition_fn(model_dir: str, config: dict, seed: int, threads: int):
+def _config(config: dict) -> LabelConfig:
+    cfg = dict(config)
+    cfg["cam_sizes"] = tuple(cfg["cam_sizes"])
+    return LabelConfig(**cfg)
+
+
+def _stats_fn(model_dir: str, config: dict, threads: int):
+    """mapInPandas function of the fit pass: one row of partial statistics per partition."""
+
+    def run(frames: Iterator["pandas.DataFrame"]) -> Iterator["pandas.DataFrame"]:  # noqa: F821
+        import pandas as pd
+
+        from labelfree.explainer.batch import ModelLabeller, foreground_stats
+
+        labeller = ModelLabeller(model_dir, _config(config), threads=threads)
+        stats = None
+        for frame in frames:  # one ForegroundStats per partition, whatever its number of rows
+            part = foreground_stats(labeller, frame["path"])
+            if part is not None:
+                stats = part if stats is None else stats.merge(part)
+        if stats is not None:
+            yield pd.DataFrame({"stats": [stats.to_bytes()]})
+
+    return run
+
+
+def fit_foreground_with_spark(paths: Iterable[str | Path], model_dir: str | Path, *, master: str,
+                              config: LabelConfig = LabelConfig(), partitions: int | None = None,
+                              threads_per_task: int = 1, spark=None) -> ForegroundModel:
+    """The foreground model's fit pass on Spark; raises ValueError when no image counts."""
+    import pandas as pd
+
+    paths = sorted(str(p) for p in paths)
+    if not paths:
+        raise ValueError("no images to fit the foreground model on")
+    spark = spark or _session(master)
+    n = partitions or max(1, min(len(paths), _parallelism(spark)))
+    frame = spark.createDataFrame(pd.DataFrame({"path": paths})).repartition(n)
+    rows = frame.mapInPandas(_stats_fn(str(model_dir), asdict(config), threads_per_task), "stats binary").collect()
+    if not rows:
+        raise ValueError("no image the classifier calls positive: cannot fit the foreground model")
+    # A fixed merge order (sorted bytes), so the float64 sums do not depend on task finish order.
+    parts = sorted(bytes(r["stats"]) for r in rows)
+    stats = ForegroundStats.from_bytes(parts[0])
+    for part in parts[1:]:
+        stats.merge(ForegroundStats.from_bytes(part))
+    return stats.fit(config.fg_side)
+
+
+def _partition_fn(model_dir: str, config: dict, seed: int, threads: int, foreground: dict | None = None):
     """The mapInPandas function; a closure over plain values so it pickles to executors."""
 
     def run(frames: Iterator["pandas.DataFrame"]) -> Iterator["pandas.DataFrame"]:  # noqa: F821
         import pandas as pd
 
         from labelfree.explainer.batch import ModelLabeller, label_record
-        from labelfree.explainer.labeller import LabelConfig
 
-        cfg = dict(config)
-        cfg["cam_sizes"] = tuple(cfg["cam_sizes"])
-        labeller = ModelLabeller(model_dir, LabelConfig(**cfg), threads=threads)  # once per partition
+        fitted = ForegroundModel.from_dict(foreground) if foreground is not None else None
+        labeller = ModelLabeller(model_dir, _config(config), threads=threads, foreground=fitted)  # once per partition
         for frame in frames:
             rows = []
             for key, path in zip(frame["key"], frame["path"]):
@@ -46,9 +100,11 @@ def _partition_fn(model_dir: str, config: dict, seed: int, threads: int):
 
 def explain_with_spark(items: Iterable[tuple[str, str | Path]], model_dir: str | Path, *, master: str,
                        config: LabelConfig = LabelConfig(), seed: int = 0, partitions: int | None = None,
-                       threads_per_task: int = 1, spark=None) -> list[dict]:
+                       threads_per_task: int = 1, spark=None, foreground: ForegroundModel | None = None,
+                       ) -> list[dict]:
     """Label (key, path) pairs on Spark; returns batch-style records (see ``batch``), sorted by key.
 
+    foreground: the fitted model for method "foreground"; None fits it first on these images.
     partitions: number of partitions (default: Spark's default parallelism).
     threads_per_task: ONNX Runtime threads per task; keep tasks x threads <= cores.
     spark: an existing SparkSession (else one from ``core.spark.spark_session(master)``).
@@ -58,15 +114,17 @@ def explain_with_spark(items: Iterable[tuple[str, str | Path]], model_dir: str |
     items = [(str(k), str(p)) for k, p in items]
     if not items:
         return []
-    if spark is None:
-        from labelfree.core.spark import spark_session
-
-        spark = spark_session(master, "labelfree-explainer")
+    spark = spark or _session(master)
+    if config.method == "foreground" and foreground is None:
+        foreground = fit_foreground_with_spark([p for _, p in items], model_dir, master=master, config=config,
+                                               partitions=partitions, threads_per_task=threads_per_task,
+                                               spark=spark)
     # Keep each task's Arrow batch small: one image per row, a few rows per batch.
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "8")
     n = partitions or max(1, min(len(items), _parallelism(spark)))
     frame = spark.createDataFrame(pd.DataFrame(items, columns=["key", "path"])).repartition(n)
-    fn = _partition_fn(str(model_dir), asdict(config), seed, threads_per_task)
+    fn = _partition_fn(str(model_dir), asdict(config), seed, threads_per_task,
+                       foreground.to_dict() if foreground is not None and config.method == "foreground" else None)
     rows = frame.mapInPandas(fn, OUTPUT_SCHEMA).collect()
     records = []
     for row in rows:
@@ -75,6 +133,12 @@ def explain_with_spark(items: Iterable[tuple[str, str | Path]], model_dir: str |
         record["scores"] = json.loads(record["scores"])
         records.append(record)
     return sorted(records, key=lambda r: r["key"])
+
+
+def _session(master: str):
+    from labelfree.core.spark import spark_session
+
+    return spark_session(master, "labelfree-explainer")
 
 
 def _parallelism(spark) -> int:

@@ -42,7 +42,7 @@ def explain_job(job_id: str, params: dict, progress) -> dict:
     """``params``: ``model_id``, ``dataset_id``, optional ``method``, ``samples``, ``seed``.
     Result: ``images``, ``boxes``, ``skipped`` (file + reason), ``coco_key``."""
     from labelfree.explainer.coco import to_coco
-    from labelfree.explainer.spark_job import explain_with_spark
+    from labelfree.explainer.spark_job import explain_with_spark, fit_foreground_with_spark
 
     config = explain_params(params)
     settings, store = get_settings(), get_store()
@@ -63,8 +63,16 @@ def explain_job(job_id: str, params: dict, progress) -> dict:
     model_dir = store.get_dir(prefix, settings.data_dir / "work" / "explain" / job_id / "model")
     progress(0.05)
     items = [(image_id, str(store.local_path(key))) for image_id, key, _ in rows]
+    foreground = None
+    if config.method == "foreground":  # per-dataset statistics: fitted once on its positives, then shipped
+        try:
+            foreground = fit_foreground_with_spark([p for _, p in items], model_dir, master=settings.spark_master,
+                                                   config=config)
+        except ValueError as exc:
+            raise LabelfreeError("bad_request", str(exc)) from exc
+        progress(0.4)
     records = explain_with_spark(items, model_dir, master=settings.spark_master, config=config,
-                                 seed=int(params.get("seed", 0)))
+                                 seed=int(params.get("seed", 0)), foreground=foreground)
     progress(0.9)
     # file_name = the object-store key, so the detector task can fetch each image (its contract)
     names = {image_id: key for image_id, key, _name in rows}
@@ -79,4 +87,5 @@ def explain_job(job_id: str, params: dict, progress) -> dict:
     store.put(coco_key, json.dumps(coco).encode())
     return {"images": len(coco["images"]), "boxes": len(coco["annotations"]),
             "skipped": coco["skipped"], "coco_key": coco_key, "boxes_key": coco_key, "method": config.method,
-            "dataset_id": params["dataset_id"], "classifier_model_id": model_id}
+            "dataset_id": params["dataset_id"], "classifier_model_id": model_id,
+            "foreground": None if foreground is None else {k: v for k, v in foreground.to_dict().items() if k != "coef"}}

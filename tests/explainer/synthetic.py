@@ -35,6 +35,9 @@ def write_red_model(model_dir) -> None:
 
     ``cam`` is an 8x8-pixel-cell map of (red share * 12 - 0.3), so a cell votes positive when
     over 2.5% of it is red; ``logit`` = mean(cam), ``score`` = sigmoid(logit).
+    Built like an exported classifier: 8x8-cell "features" (red share, green share, mean
+    blue) -> head ``Conv -> Clip -> Mul(coef)`` -> sum + intercept, so the explainer can
+    expose the features the way it does for real models.
     """
     import json
     from pathlib import Path
@@ -42,10 +45,25 @@ def write_red_model(model_dir) -> None:
     import torch
 
     class Red(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Conv2d(3, 2, 1)
+            with torch.no_grad():
+                self.head.weight.zero_()
+                self.head.bias.zero_()
+                self.head.weight[0, 0] = 6.0   # 6 x red share: never clipped by ReLU6
+                self.head.weight[1, 1] = 1.0
+            self.register_buffer("coef", torch.tensor([2.0, 0.0]).view(1, 2, 1, 1))
+            self.register_buffer("intercept", torch.tensor(-0.3))
+
         def forward(self, images):
             x = images.float()
-            red = ((x[..., 0] > 150) & (x[..., 1] < 90) & (x[..., 2] < 90)).float()[:, None]
-            cam = torch.nn.functional.avg_pool2d(red, 8)[:, 0] * 12.0 - 0.3
+            red = ((x[..., 0] > 150) & (x[..., 1] < 90) & (x[..., 2] < 90)).float()
+            green = (x[..., 1] > 90).float()
+            channels = torch.stack([red, green, x[..., 2] / 255.0], dim=1)
+            features = torch.nn.functional.avg_pool2d(channels, 8)
+            head = torch.clamp(self.head(features), 0.0, 6.0)
+            cam = (head * self.coef).sum(dim=1) + self.intercept
             logit = cam.mean(dim=(1, 2))
             return torch.sigmoid(logit), logit, cam
 

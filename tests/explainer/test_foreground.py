@@ -1,0 +1,115 @@
+"""The foreground method: streaming Fisher fit, known-answer boxes, determinism, old-graph errors."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labelfree.core.errors import LabelfreeError
+from labelfree.explainer.batch import ModelLabeller, fit_foreground, label_paths
+from labelfree.explainer.boxes import box_iou
+from labelfree.explainer.foreground import ForegroundModel, ForegroundStats
+from labelfree.explainer.labeller import LabelConfig
+from tests.explainer.synthetic import scene
+
+FG = LabelConfig(method="foreground", cam_sizes=(128,), fg_side=128)
+
+
+def _cells(rng, n, shift):
+    """(3, n, 1) features of one class: Gaussian around ``shift`` on channel 0."""
+    x = rng.normal(size=(3, n, 1))
+    x[0] += shift
+    return x
+
+
+def test_stats_fit_separates_two_classes_and_merges_like_one_pass():
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(6):
+        fg, bg = _cells(rng, 20, 4.0), _cells(rng, 30, 0.0)
+        images.append((np.concatenate([fg, bg], axis=1), np.r_[np.ones(20, bool), np.zeros(30, bool)][:, None]))
+    whole, a, b = ForegroundStats(3), ForegroundStats(3), ForegroundStats(3)
+    for i, (f, y) in enumerate(images):
+        whole.add(f, y)
+        (a if i < 3 else b).add(f, y)
+    merged = ForegroundStats.from_bytes(a.merge(b).to_bytes())
+    m1, m2 = whole.fit(64), merged.fit(64)
+    np.testing.assert_allclose(m1.coef, m2.coef, rtol=1e-6)
+    assert m1.n_images == 6 and m1.n_cells == 300 and m1.fg_share == pytest.approx(0.4)
+    assert abs(m1.coef[0]) > 5 * np.abs(m1.coef[1:]).max() and m1.coef[0] > 0
+    f, y = images[0]
+    assert ((m1.evidence(f) > 0) == y).mean() >= 0.9
+    assert ForegroundModel.from_dict(json.loads(json.dumps(m1.to_dict()))).to_dict() == m1.to_dict()
+
+
+def test_stats_refuse_one_class_and_bad_shapes():
+    stats = ForegroundStats(3)
+    stats.add(np.zeros((3, 2, 2)), np.ones((2, 2), bool))
+    with pytest.raises(ValueError, match="both classes"):
+        stats.fit(64)
+    with pytest.raises(ValueError, match="do not match"):
+        stats.add(np.zeros((4, 2, 2)), np.ones((2, 2), bool))
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    Image.fromarray(scene(128, ((40, 40, 40),))).save(tmp_path / "one.png")
+    Image.fromarray(scene(128, ((8, 12, 36), (84, 80, 36)))).save(tmp_path / "two.png")
+    Image.fromarray(scene(128, ((70, 10, 30),))).save(tmp_path / "three.png")
+    Image.fromarray(scene(64, ())).save(tmp_path / "blank.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return tmp_path
+
+
+def _items(image_dir):
+    return [(p.name, str(p)) for p in sorted(image_dir.iterdir())]
+
+
+def test_foreground_two_squares_give_two_boxes_and_blank_none(red_model_dir, image_dir):
+    labeller = ModelLabeller(red_model_dir, FG)
+    fitted = fit_foreground(labeller, [p for _, p in _items(image_dir)])
+    assert fitted.n_images == 3  # blank (absent) and broken are left out of the fit
+    records = {r["key"]: r for r in label_paths(labeller, _items(image_dir))}
+    assert records["blank.png"]["boxes"] == [] and records["broken.jpg"]["error"]
+    assert box_iou(np.array(records["one.png"]["boxes"][:1]), np.array([[40, 40, 80, 80]]))[0, 0] > 0.5
+    two = np.array(records["two.png"]["boxes"])
+    assert len(two) == 2
+    assert box_iou(two, np.array([[8, 12, 44, 48], [84, 80, 120, 116]])).max(axis=0).min() > 0.5
+
+
+def test_foreground_is_deterministic(red_model_dir, image_dir):
+    runs = []
+    for seed in (0, 0, 7):  # the method draws no random numbers: any seed, same boxes
+        labeller = ModelLabeller(red_model_dir, FG)
+        fit_foreground(labeller, [p for _, p in _items(image_dir)])
+        runs.append(list(label_paths(labeller, _items(image_dir), seed=seed)))
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_foreground_needs_a_fit_and_a_graph_with_a_head(red_model_dir, tmp_path):
+    labeller = ModelLabeller(red_model_dir, FG)
+    with pytest.raises(ValueError, match="fit_foreground"):
+        labeller.label(scene(128), np.random.default_rng(0))
+    import onnx
+
+    graph = onnx.load(str(red_model_dir / "model.onnx"))
+    for node in graph.graph.node:  # an old-style graph: no Mul(coef) head
+        if node.op_type == "Mul" and "coef" in node.input:
+            node.input[list(node.input).index("coef")] = "coef_renamed"
+    for init in graph.graph.initializer:
+        if init.name == "coef":
+            init.name = "coef_renamed"
+    old = tmp_path / "old"
+    old.mkdir()
+    onnx.save(graph, str(old / "model.onnx"))
+    shutil.copy(red_model_dir / "manifest.json", old / "manifest.json")
+    with pytest.raises(LabelfreeError, match="--method cam"):
+        fit_foreground(ModelLabeller(old, FG), [_one(tmp_path)])
+
+
+def _one(tmp_path):
+    path = tmp_path / "one.png"
+    Image.fromarray(scene(128, ((40, 40, 40),))).save(path)
+    return str(path)
