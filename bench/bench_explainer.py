@@ -2,7 +2,9 @@
 
 Human boxes are used here only to MEASURE. Commands (run from the repo root, `nice -n 10` on shared machines):
 
-  .venv/bin/python bench/bench_explainer.py quality --model MODEL_DIR [--limit N] [--methods cam,lime,lime+cam]
+  .venv/bin/python bench/bench_explainer.py quality --model MODEL_DIR [--limit N] [--methods foreground,cam,lime,lime+cam]
+      [--fit ../shared/data/lion/pool | --foreground FITTED.json]   (foreground: fitted on the unlabelled pool)
+  .venv/bin/python bench/bench_explainer.py score --boxes boxes.json          (a `labelfree explain` output)
   .venv/bin/python bench/bench_explainer.py samples --model MODEL_DIR --limit 40 --samples 64,128,256,512,1000
   .venv/bin/python bench/bench_explainer.py lime-package --model MODEL_DIR --limit 5
   .venv/bin/python bench/bench_explainer.py spark --model MODEL_DIR --limit 16
@@ -21,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from labelfree.core.images import load_rgb
-from labelfree.explainer.batch import ModelLabeller, image_rng, label_paths
+from labelfree.explainer.batch import ModelLabeller, fit_foreground, image_rng, label_paths
 from labelfree.explainer.boxes import mask_boxes, scale_boxes, select_segments
 from labelfree.explainer.labeller import LabelConfig
 from labelfree.explainer.metrics import load_coco_truths, summarise
 
 DEV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lion" / "dev"
+POOL = DEV.parent / "pool"
 
 
 def _dev(limit: int | None, dev: Path):
@@ -71,6 +74,8 @@ def quality(args) -> None:
     _baselines(truths, sizes)
     base = LabelConfig(n_samples=args.n_samples)
     variants = {
+        "foreground": replace(base, method="foreground"),
+        "foreground no split": replace(base, method="foreground", split_h=None),
         "cam": replace(base, method="cam"),
         "cam 448 only": replace(base, method="cam", cam_sizes=(448,)),
         "cam no split": replace(base, method="cam", split_h=None),
@@ -83,8 +88,40 @@ def quality(args) -> None:
         if name not in variants:
             sys.exit(f"unknown method {name!r}; one of {sorted(variants)}")
         labeller = ModelLabeller(args.model, variants[name], threads=args.threads)
+        note = f"n_samples={args.n_samples}" if "lime" in name else ""
+        if labeller.needs_fit:
+            note = _attach_foreground(labeller, args)
         preds, per = _run(labeller, items)
-        _row(name, preds, truths, per, f"n_samples={args.n_samples}" if "lime" in name else "")
+        _row(name, preds, truths, per, note)
+
+
+def _attach_foreground(labeller: ModelLabeller, args) -> str:
+    """Fit on the unlabelled --fit folder (never on dev boxes), or load --foreground; returns a note."""
+    import json
+
+    from labelfree.core.images import iter_image_files
+    from labelfree.explainer.foreground import ForegroundModel
+
+    if args.foreground is not None:
+        labeller.foreground = ForegroundModel.from_dict(json.loads(args.foreground.read_text()))
+        return f"fitted model {args.foreground.name}"
+    start = time.perf_counter()
+    fitted = fit_foreground(labeller, [str(p) for p in iter_image_files([args.fit])])
+    return (f"fitted on {fitted.n_images} images of {args.fit.name} in {time.perf_counter() - start:.0f}s, "
+            f"fg share {fitted.fg_share:.2f}")
+
+
+def score(args) -> None:
+    """CorLoc / mean IoU / AP@0.5 of a boxes.json written by `labelfree explain` on the dev images."""
+    import json
+
+    from labelfree.explainer.coco import coco_predictions
+
+    truths, sizes, _ = _dev(args.limit, args.dev)
+    preds = coco_predictions(json.loads(args.boxes.read_text()))
+    _header()
+    _baselines(truths, sizes)
+    _row(args.boxes.name, preds, {k: truths[k] for k in truths}, None)
 
 
 def samples(args) -> None:
@@ -164,17 +201,22 @@ def spark(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["quality", "samples", "lime-package", "spark"])
-    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("command", choices=["quality", "samples", "lime-package", "spark", "score"])
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--boxes", type=Path, help="score: a boxes.json of the dev images")
+    parser.add_argument("--fit", type=Path, default=POOL.resolve(), help="foreground: unlabelled positives to fit on")
+    parser.add_argument("--foreground", type=Path, help="foreground: a fitted model JSON (--save-foreground)")
     parser.add_argument("--dev", type=Path, default=DEV.resolve())
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--methods", default="cam,cam no split,cam 224 only,cam 448 only,lime,lime+cam")
+    parser.add_argument("--methods", default="foreground,cam,lime,lime+cam")
     parser.add_argument("--n-samples", type=int, default=LabelConfig().n_samples)
     parser.add_argument("--samples", default="64,128,256,512,1000")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--master", default="local[2]")
     args = parser.parse_args()
-    {"quality": quality, "samples": samples, "lime-package": lime_package, "spark": spark}[args.command](args)
+    if args.command != "score" and args.model is None:
+        parser.error("--model is required")
+    {"score": score, "quality": quality, "samples": samples, "lime-package": lime_package, "spark": spark}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,23 @@ def test_explain_command_writes_coco_and_reports_skipped(red_model_dir, tmp_path
 def test_explain_command_rejects_a_missing_model(tmp_path):
     result = CliRunner().invoke(app, ["--model", str(tmp_path), "--images", str(tmp_path), "--out", "x.json"])
     assert result.exit_code == 2
+
+
+def test_explain_foreground_fits_on_fit_images_saves_and_reloads_the_model(red_model_dir, tmp_path):
+    pool, images = tmp_path / "pool", tmp_path / "imgs"
+    pool.mkdir()
+    images.mkdir()
+    Image.fromarray(scene(128, ((40, 40, 40),))).save(pool / "a.png")
+    Image.fromarray(scene(128, ((8, 12, 36), (84, 80, 36)))).save(pool / "b.png")
+    Image.fromarray(scene(128, ((70, 10, 30),))).save(images / "c.png")
+    base = ["--model", str(red_model_dir), "--images", str(images), "--method", "foreground"]
+    fitted = tmp_path / "fg.json"
+    first = CliRunner().invoke(app, base + ["--out", str(tmp_path / "1.json"), "--fit-images", str(pool),
+                                            "--save-foreground", str(fitted)])
+    assert first.exit_code == 0, first.output
+    assert json.loads(fitted.read_text())["n_images"] == 2
+    second = CliRunner().invoke(app, base + ["--out", str(tmp_path / "2.json"), "--foreground", str(fitted)])
+    assert second.exit_code == 0, second.output
+    assert json.loads((tmp_path / "1.json").read_text()) == json.loads((tmp_path / "2.json").read_text())
+    bad = CliRunner().invoke(app, base + ["--out", str(tmp_path / "3.json"), "--foreground", str(tmp_path / "no")])
+    assert bad.exit_code == 2
