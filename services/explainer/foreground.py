@@ -112,12 +112,17 @@ class ForegroundStats:
 
         S_w (pooled within-class covariance) gets a ridge of 1e-6 x its mean variance only
         so that a singular S_w (few images, constant channels) still solves; it does not
-        shape the answer on real data. Raises ValueError when a class has no cell.
+        shape the answer on real data. When the CAM gave one sign only (every cell of every
+        image foreground, or none), there is no contrast to learn: the model is constant
+        (coef 0, intercept +-1) and every present image gets the whole-image box.
+        Raises ValueError when no cell was added.
         """
-        if self.count.min() < 1:
-            raise ValueError(f"foreground fit needs cells of both classes, got counts {self.count.tolist()} "
-                             f"over {self.n_images} images (no positive image, or a CAM of one sign)")
         n = self.count.sum()
+        if n < 1:
+            raise ValueError("foreground fit needs at least one image the classifier calls positive")
+        if self.count.min() < 1:
+            return ForegroundModel(int(side), np.zeros(self.dim, np.float32), 1.0 if self.count[1] else -1.0,
+                                   self.n_images, int(n), float(self.count[1] / n))
         means = self.sums / self.count[:, None]
         within = (self.outer - sum(self.count[k] * np.outer(means[k], means[k]) for k in range(2))) / n
         within += np.eye(self.dim) * (1e-6 * max(np.trace(within) / self.dim, 1e-12))

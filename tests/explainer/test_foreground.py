@@ -44,11 +44,13 @@ def test_stats_fit_separates_two_classes_and_merges_like_one_pass():
     assert ForegroundModel.from_dict(json.loads(json.dumps(m1.to_dict()))).to_dict() == m1.to_dict()
 
 
-def test_stats_refuse_one_class_and_bad_shapes():
+def test_stats_of_one_class_give_a_constant_model_and_refuse_bad_shapes():
     stats = ForegroundStats(3)
-    stats.add(np.zeros((3, 2, 2)), np.ones((2, 2), bool))
-    with pytest.raises(ValueError, match="both classes"):
+    with pytest.raises(ValueError, match="at least one image"):
         stats.fit(64)
+    stats.add(np.ones((3, 2, 2)), np.ones((2, 2), bool))
+    model = stats.fit(64)  # CAM positive everywhere: everything is foreground
+    assert (model.evidence(np.random.default_rng(0).normal(size=(3, 4, 4))) > 0).all()
     with pytest.raises(ValueError, match="do not match"):
         stats.add(np.zeros((4, 2, 2)), np.ones((2, 2), bool))
 
