@@ -81,7 +81,8 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
         work = out if r == 0 else out / "checkpoints" / f"round{r}"
         if r:
             train_positives = relabel(result.detector, positives, work, input_size=config.input_size,
-                                      relative=relabel_relative, threads=config.threads)
+                                      relative=relabel_relative, top_k=config.top_k,
+                                      threads=config.threads)
         report = (lambda share, r=r: progress(0.9 * (r + share) / rounds)) if progress else None
         result = train_detector(train_positives, all_negatives, len(labels), work, config, resume=resume,
                                 show_progress=show_progress, progress=report)

@@ -22,7 +22,7 @@ from labelfree.trainer.detector.model import Detector
 
 def relabel(detector: Detector, samples: list[Sample], work: str | Path, *, input_size: int,
             relative: float = 0.5, min_score: float = 0.05, nms_iou: float = 0.5,
-            batch_size: int = 16, threads: int | None = None) -> list[Sample]:
+            batch_size: int = 16, top_k: int = 100, threads: int | None = None) -> list[Sample]:
     """New samples whose boxes are the detector's on each image (pixels, xyxy).
 
     Keeps detections scoring at least ``relative`` x the image's top score (and ``min_score``),
@@ -31,7 +31,7 @@ def relabel(detector: Detector, samples: list[Sample], work: str | Path, *, inpu
     """
     if not 0.0 < relative <= 1.0:
         raise ValueError(f"relative must be in (0, 1], got {relative}")
-    path = export_onnx(detector, Path(work) / "relabel.onnx", input_size=input_size)
+    path = export_onnx(detector, Path(work) / "relabel.onnx", input_size=input_size, top_k=top_k)
     session = make_session(path, threads=threads)
     out: list[Sample] = []
     for start in range(0, len(samples), batch_size):
