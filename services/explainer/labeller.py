@@ -1,6 +1,6 @@
 """Turn a classifier into a box labeller: LIME and/or class-activation evidence -> boxes.
 
-Two evidence sources, each an (H, W) float map at the image's own resolution:
+Evidence sources, each an (H, W) float map at the image's own resolution:
 - LIME (model-agnostic): superpixel ridge weights of the classifier's logit (``lime.explain``).
 - CAM (this classifier family): the graph's ``cam`` output, per-cell logit contribution,
   averaged over a few input scales. ``cam > 0`` means "this cell alone votes positive",
@@ -42,7 +42,7 @@ class LabelConfig:
     fill: str = "blur"
     threshold: float = 0.8          # LIME: cumulative positive-weight share of selected superpixels
     cam_sizes: tuple[int, ...] = (224, 320)  # the training scale and one finer: measured best on both models
-    fg_side: int = 448              # foreground features: the finest input whose cells still see a whole animal part
+    fg_side: int = 448              # 14x14 feature cells (2x the CAM's grid), ~native photo size; not tuned
     split_h: float | None = 0.5     # watershed split of touching animals (None: connected components only)
     min_area: float = 0.01
     min_share: float = 0.05
