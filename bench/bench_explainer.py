@@ -2,7 +2,8 @@
 
 Human boxes are used here only to MEASURE. Commands (run from the repo root, `nice -n 10` on shared machines):
 
-  .venv/bin/python bench/bench_explainer.py quality --model MODEL_DIR [--limit N] [--methods foreground,cam,lime,lime+cam]
+  .venv/bin/python bench/bench_explainer.py quality --model MODEL_DIR [--limit N]
+      [--methods foreground,cam,lime,lime+cam]
       [--fit ../shared/data/lion/pool | --foreground FITTED.json]   (foreground: fitted on the unlabelled pool)
   .venv/bin/python bench/bench_explainer.py score --boxes boxes.json          (a `labelfree explain` output)
   .venv/bin/python bench/bench_explainer.py samples --model MODEL_DIR --limit 40 --samples 64,128,256,512,1000
@@ -220,7 +221,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command != "score" and args.model is None:
         parser.error("--model is required")
-    {"score": score, "quality": quality, "samples": samples, "lime-package": lime_package, "spark": spark}[args.command](args)
+    commands = {"score": score, "quality": quality, "samples": samples, "lime-package": lime_package, "spark": spark}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -88,4 +88,5 @@ def explain_job(job_id: str, params: dict, progress) -> dict:
     return {"images": len(coco["images"]), "boxes": len(coco["annotations"]),
             "skipped": coco["skipped"], "coco_key": coco_key, "boxes_key": coco_key, "method": config.method,
             "dataset_id": params["dataset_id"], "classifier_model_id": model_id,
-            "foreground": None if foreground is None else {k: v for k, v in foreground.to_dict().items() if k != "coef"}}
+            "foreground": None if foreground is None else
+            {k: v for k, v in foreground.to_dict().items() if k != "coef"}}
