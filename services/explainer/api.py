@@ -28,7 +28,7 @@ class ExplainRequest(BaseModel):
     model_config = {"extra": "forbid", "protected_namespaces": ()}
     model_id: uuid.UUID
     dataset_id: uuid.UUID
-    method: Literal["cam", "lime", "lime+cam"] = "cam"
+    method: Literal["foreground", "cam", "lime", "lime+cam"] = "foreground"
     samples: int = Field(256, ge=2, le=5000)
     seed: int = 0
 

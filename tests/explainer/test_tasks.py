@@ -13,6 +13,8 @@ def test_explain_task_is_on_the_explain_queue():
 
 def test_explain_params_build_a_config_and_name_bad_values():
     assert explain_params({"model_id": "m", "dataset_id": "d", "samples": 64}).n_samples == 64
+    assert explain_params({"model_id": "m", "dataset_id": "d"}).method == "foreground"
+    assert explain_params({"model_id": "m", "dataset_id": "d", "method": "cam"}).method == "cam"
     with pytest.raises(LabelfreeError, match="dataset_id"):
         explain_params({"model_id": "m"})
     with pytest.raises(LabelfreeError, match="method"):
