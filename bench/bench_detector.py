@@ -14,10 +14,12 @@
    the detectors are timed in alternating rounds so load drift hits both.
 4. Throughput: ORT images/s at batch 1 and 16 (model only) per variant.
 
-    .venv/bin/python bench/bench_detector.py --boxes /tmp/lf_cache/boxes/lion_pool_cam.json \\
-        --teacher /tmp/lf_cache/boxes/lion_dev_cam.json --classifier /tmp/lf_cache/models/lion \\
-        --out /tmp/lf_cache/det/cam --input-size 256 160 128 --epochs 4 --train-threads 1 \\
-        --neg ../shared/data/negatives/imagenet --neg ../shared/data/negatives/coco
+    .venv/bin/python bench/bench_detector.py --boxes /tmp/lf_cache/boxes/lion_pool.json \\
+        --teacher /tmp/lf_cache/boxes/lion_dev.json --classifier /tmp/lf_cache/models/lion \\
+        --teacher-method foreground --out /tmp/lf_cache/det/v2 --input-size 160 128 96 --epochs 4 \\
+        --train-threads 1 --threads 1 --neg ../shared/data/negatives/imagenet --neg ../shared/data/negatives/coco
+
+(the runs and their exact commands are in bench/results/detector.md)
 """
 
 from __future__ import annotations
