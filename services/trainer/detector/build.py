@@ -1,8 +1,10 @@
 """Folder in, DET_DIR out: boxes.json + images -> trained, exported, checked detector.
 
-The one function the CLI and the Celery task both call. DET_DIR receives ``model.onnx``,
-``manifest.json``, ``metrics.json``, ``triton/labelfree_detector/{config.pbtxt,1/model.onnx}``
-and ``checkpoints/`` (resumable training state).
+The one function the CLI and the Celery task both call. DET_DIR receives ``model.onnx`` (the
+deployed graph: int8 by default on CPU, see :mod:`quantize`), ``model_fp32.onnx`` (checked
+against PyTorch: manifest ``onnx_check_max_abs_diff``), ``manifest.json``, ``metrics.json``,
+``triton/labelfree_detector/{config.pbtxt,1/model.onnx}`` and ``checkpoints/`` (resumable
+training state).
 """
 
 from __future__ import annotations
