@@ -60,6 +60,17 @@ def recall_any(preds: dict, truths: dict) -> float:
     return hit / max(total, 1)
 
 
+def by_animal_count(preds: dict, truths: dict, summarise) -> dict:
+    """The metrics on dev images with one human box and on those with several, apart."""
+    out = {}
+    for name, keep in (("one_box", lambda t: len(t) == 1), ("several_boxes", lambda t: len(t) > 1)):
+        sub = {k: t for k, t in truths.items() if keep(t)}
+        part = {k: preds.get(k, (np.zeros((0, 4)), np.zeros(0))) for k in sub}
+        out[name] = rounded({"n_images": len(sub), "n_boxes": int(sum(len(t) for t in sub.values())),
+                             **summarise(part, sub), "recall_any": recall_any(part, sub)})
+    return out
+
+
 def timed(fn, items: list) -> tuple[float, float]:
     """(wall, CPU) seconds per item of ``fn`` over ``items``."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -132,6 +143,7 @@ def main() -> None:
     if args.teacher and args.teacher.is_file():
         teacher = coco_predictions(json.loads(args.teacher.read_text()))
         dev["teacher"] = rounded({**summarise(teacher, truths), "recall_any": recall_any(teacher, truths)})
+        dev["teacher by animal count"] = by_animal_count(teacher, truths, summarise)
     runners, throughput = {}, {}
     paths = list(iter_image_files([dev_images]))
     raw = [load_rgb(p) for p in paths[:64]]
@@ -144,6 +156,7 @@ def main() -> None:
             doc = detect_folder(det_dir, dev_images, threshold=0.01, threads=args.threads, batch_size=16, graph=graph)
             preds = md_predictions(doc, sizes)
             dev[name] = rounded({**summarise(preds, truths), "recall_any": recall_any(preds, truths)})
+            dev[f"{name} by animal count"] = by_animal_count(preds, truths, summarise)
             kept = {k: (b[s >= 0.1], s[s >= 0.1]) for k, (b, s) in preds.items()}
             dev[f"{name} conf>=0.1"] = rounded(summarise(kept, truths))
             runner = runners[name] = DetectorRunner(det_dir, threads=args.threads, graph=graph)
