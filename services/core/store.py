@@ -68,11 +68,12 @@ class _Common:
         for key in self.list(prefix):
             target = directory / key[len(prefix):]
             target.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(target, self.get(key))
+            atomic_write(target, self.get(key))
         return directory
 
 
-def _atomic_write(target: Path, data: bytes) -> None:
+def atomic_write(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` (parents created) so readers see the old file or the whole new one."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
     try:
@@ -97,7 +98,7 @@ class LocalStore(_Common):
         return self.root / _check_key(key)
 
     def put(self, key: str, data: bytes) -> str:
-        _atomic_write(self._path(key), data)
+        atomic_write(self._path(key), data)
         return key
 
     def put_file(self, key: str, path: str | Path) -> str:

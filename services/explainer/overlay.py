@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from skimage.segmentation import find_boundaries
 
 from labelfree.explainer.labeller import Labelled
+
+BOX_COLOUR = (255, 214, 0)  # the explainer's boxes, in overlays and report tiles
 
 
 def render_overlay(image: np.ndarray, labelled: Labelled, *, alpha: float = 0.45) -> Image.Image:
@@ -33,14 +37,42 @@ def render_overlay(image: np.ndarray, labelled: Labelled, *, alpha: float = 0.45
         arr = np.asarray(out).copy()
         arr[edges] = (arr[edges] * 0.5 + 127).astype(np.uint8)
         out = Image.fromarray(arr)
-    draw = ImageDraw.Draw(out)
-    width = max(2, round(min(h, w) / 150))
-    for box, score in zip(labelled.boxes, labelled.scores):
-        x1, y1, x2, y2 = (float(v) for v in box)
-        draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=(255, 230, 0), width=width)
-        draw.text((x1 + width + 1, y1 + width + 1), f"{score:.2f}", fill=(255, 230, 0))
-    draw.text((4, h - 14), f"P={labelled.probability:.3f}", fill=(255, 255, 255))
+    draw_boxes(out, labelled.boxes, labelled.scores, BOX_COLOUR)
+    draw, font, text = ImageDraw.Draw(out), _font(max(12, max(h, w) // 24)), f"P={labelled.probability:.3f}"
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    y = max(0, h - (bottom - top) - 8)
+    draw.rectangle([0, y, right - left + 8, h], fill=(0, 0, 0))
+    draw.text((4, y + 4 - top), text, fill=(255, 255, 255), font=font)
     return out
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow built without FreeType
+        return ImageFont.load_default()
+
+
+def draw_boxes(image: Image.Image, boxes: np.ndarray, scores: np.ndarray | None, colour: tuple[int, int, int],
+               *, width: int | None = None) -> Image.Image:
+    """Draw xyxy boxes (pixels of ``image``) with a score tag each; returns the image.
+
+    Line and text scale with the picture: a tile is shown at about half its pixels in the grid.
+    """
+    draw = ImageDraw.Draw(image)
+    side = max(image.width, image.height)
+    width = width or max(2, round(side / 80))
+    font = _font(max(12, side // 14))
+    for i, box in enumerate(np.asarray(boxes, float).reshape(-1, 4)):
+        x1, y1, x2, y2 = box
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=width)
+        if scores is not None:
+            text = f"{float(scores[i]):.2f}"
+            left, top, right, bottom = draw.textbbox((x1, y1), text, font=font)
+            tag_y = y1 - (bottom - top) - 4 if y1 - (bottom - top) - 4 >= 0 else y1
+            draw.rectangle([x1, tag_y, x1 + right - left + 6, tag_y + bottom - top + 4], fill=colour)
+            draw.text((x1 + 3, tag_y + 2 - (top - y1)), text, fill=(0, 0, 0), font=font)
+    return image
 
 
 def save_overlay(image: np.ndarray, labelled: Labelled, path: str | Path) -> Path:
@@ -49,3 +81,36 @@ def save_overlay(image: np.ndarray, labelled: Labelled, path: str | Path) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     render_overlay(image, labelled).save(path, format="PNG")
     return path
+
+
+OVERLAY_SIDE = 480  # the explain step's stored overlays: report tile size, about 0.3 MB of PNG each
+
+
+def shrink(image: np.ndarray, max_side: int = OVERLAY_SIDE) -> tuple[np.ndarray, float]:
+    """(H, W, 3) uint8 -> (image no larger than ``max_side``, scale factor applied)."""
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale == 1.0:
+        return image, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS)), scale
+
+
+def scaled(labelled: Labelled, shape: tuple[int, int], scale: float) -> Labelled:
+    """``labelled`` drawn on a copy of its photo resized by ``scale`` to ``shape`` (H, W)."""
+    if scale == 1.0:
+        return labelled
+    evidence = labelled.evidence
+    if evidence is not None:
+        evidence = np.asarray(Image.fromarray(evidence.astype(np.float32), mode="F").resize(
+            (shape[1], shape[0]), Image.BILINEAR), np.float32)
+    boxes = np.asarray(labelled.boxes, np.float32).reshape(-1, 4) * scale
+    return replace(labelled, boxes=boxes, evidence=evidence)
+
+
+def overlay_png(image: np.ndarray, labelled: Labelled, max_side: int = OVERLAY_SIDE) -> bytes:
+    """The overlay of one photo at most ``max_side`` pixels across, as PNG bytes."""
+    small, scale = shrink(image, max_side)
+    buffer = io.BytesIO()
+    render_overlay(small, scaled(labelled, small.shape[:2], scale)).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -76,20 +76,30 @@ def fit_foreground_with_spark(paths: Iterable[str | Path], model_dir: str | Path
     return stats.fit(config.fg_side)
 
 
-def _partition_fn(model_dir: str, config: dict, seed: int, threads: int, foreground: dict | None = None):
+def overlay_path(overlay_dir: str | Path, key: str) -> Path:
+    """Where the job writes the overlay PNG of image ``key``."""
+    return Path(overlay_dir) / (key.replace("/", "_") + ".png")
+
+
+def _partition_fn(model_dir: str, config: dict, seed: int, threads: int, foreground: dict | None = None,
+                  overlay_dir: str | None = None):
     """The mapInPandas function; a closure over plain values so it pickles to executors."""
 
     def run(frames: Iterator["pandas.DataFrame"]) -> Iterator["pandas.DataFrame"]:  # noqa: F821
         import pandas as pd
 
+        from labelfree.core.store import atomic_write
         from labelfree.explainer.batch import ModelLabeller, label_record
+        from labelfree.explainer.overlay import overlay_png
 
         fitted = ForegroundModel.from_dict(foreground) if foreground is not None else None
         labeller = ModelLabeller(model_dir, _config(config), threads=threads, foreground=fitted)  # once per partition
         for frame in frames:
             rows = []
             for key, path in zip(frame["key"], frame["path"]):
-                record = label_record(labeller, key, path, seed)[0]
+                record, image, labelled = label_record(labeller, key, path, seed, keep=overlay_dir is not None)
+                if image is not None:  # one image's overlay at a time: memory stays bounded
+                    atomic_write(overlay_path(overlay_dir, key), overlay_png(image, labelled))
                 record["boxes"] = json.dumps(record["boxes"])
                 record["scores"] = json.dumps(record["scores"])
                 rows.append(record)
@@ -101,10 +111,12 @@ def _partition_fn(model_dir: str, config: dict, seed: int, threads: int, foregro
 def explain_with_spark(items: Iterable[tuple[str, str | Path]], model_dir: str | Path, *, master: str,
                        config: LabelConfig = LabelConfig(), seed: int = 0, partitions: int | None = None,
                        threads_per_task: int = 1, spark=None, foreground: ForegroundModel | None = None,
-                       ) -> list[dict]:
+                       overlay_dir: str | Path | None = None) -> list[dict]:
     """Label (key, path) pairs on Spark; returns batch-style records (see ``batch``), sorted by key.
 
     foreground: the fitted model for method "foreground"; None fits it first on these images.
+    overlay_dir: when given (a folder the executors can write, like the paths they read), each
+        labelled image's overlay PNG goes to ``overlay_path(overlay_dir, key)``.
     partitions: number of partitions (default: Spark's default parallelism).
     threads_per_task: ONNX Runtime threads per task; keep tasks x threads <= cores.
     spark: an existing SparkSession (else one from ``core.spark.spark_session(master)``).
@@ -124,7 +136,8 @@ def explain_with_spark(items: Iterable[tuple[str, str | Path]], model_dir: str |
     n = partitions or max(1, min(len(items), _parallelism(spark)))
     frame = spark.createDataFrame(pd.DataFrame(items, columns=["key", "path"])).repartition(n)
     fn = _partition_fn(str(model_dir), asdict(config), seed, threads_per_task,
-                       foreground.to_dict() if foreground is not None and config.method == "foreground" else None)
+                       foreground.to_dict() if foreground is not None and config.method == "foreground" else None,
+                       None if overlay_dir is None else str(overlay_dir))
     rows = frame.mapInPandas(fn, OUTPUT_SCHEMA).collect()
     records = []
     for row in rows:

@@ -2,13 +2,15 @@
 
 Thin wrapper: read the positive images and the model from the database and object store,
 run the Spark job (``spark_job.explain_with_spark``) on ``settings.spark_master``, then write
-the ``boxes`` rows (job, run and model ids) and a COCO-style export to the store.
+the ``boxes`` rows (job, run and model ids), a COCO-style export, one overlay PNG per labelled
+image and (method "foreground") the fitted per-dataset model to the store.
 Idempotent per job id: a redelivered job replaces its own boxes.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 
 from sqlalchemy import delete, select
 
@@ -40,9 +42,10 @@ def explain_params(params: dict):
 @job_task(EXPLAIN_TASK, QUEUE_EXPLAIN)
 def explain_job(job_id: str, params: dict, progress) -> dict:
     """``params``: ``model_id``, ``dataset_id``, optional ``method``, ``samples``, ``seed``.
-    Result: ``images``, ``boxes``, ``skipped`` (file + reason), ``coco_key``."""
+    Result: ``images``, ``boxes``, ``skipped`` (file + reason), ``coco_key``, ``overlays_prefix``
+    (``<prefix>/<image id>.png`` per labelled image), ``foreground_key`` (the fitted model's JSON, or None)."""
     from labelfree.explainer.coco import to_coco
-    from labelfree.explainer.spark_job import explain_with_spark, fit_foreground_with_spark
+    from labelfree.explainer.spark_job import explain_with_spark, fit_foreground_with_spark, overlay_path
 
     config = explain_params(params)
     settings, store = get_settings(), get_store()
@@ -71,9 +74,19 @@ def explain_job(job_id: str, params: dict, progress) -> dict:
         except ValueError as exc:
             raise LabelfreeError("bad_request", str(exc)) from exc
         progress(0.4)
+    overlays = settings.data_dir / "work" / "explain" / job_id / "overlays"  # written by the executors
     records = explain_with_spark(items, model_dir, master=settings.spark_master, config=config,
-                                 seed=int(params.get("seed", 0)), foreground=foreground)
+                                 seed=int(params.get("seed", 0)), foreground=foreground, overlay_dir=overlays)
     progress(0.9)
+    overlays_prefix = f"overlays/{job_id}"
+    for record in records:
+        if not record["error"] and overlay_path(overlays, record["key"]).is_file():
+            store.put_file(f"{overlays_prefix}/{record['key']}.png", overlay_path(overlays, record["key"]))
+    shutil.rmtree(overlays, ignore_errors=True)
+    foreground_key = None
+    if foreground is not None:  # the fitted model itself, so a report can rerun this teacher on new photos
+        foreground_key = f"boxes/{job_id}.foreground.json"
+        store.put(foreground_key, json.dumps(foreground.to_dict()).encode())
     # file_name = the object-store key, so the detector task can fetch each image (its contract)
     names = {image_id: key for image_id, key, _name in rows}
     with session_scope() as session:
@@ -88,5 +101,6 @@ def explain_job(job_id: str, params: dict, progress) -> dict:
     return {"images": len(coco["images"]), "boxes": len(coco["annotations"]),
             "skipped": coco["skipped"], "coco_key": coco_key, "boxes_key": coco_key, "method": config.method,
             "dataset_id": params["dataset_id"], "classifier_model_id": model_id,
+            "overlays_prefix": overlays_prefix, "foreground_key": foreground_key,
             "foreground": None if foreground is None else
             {k: v for k, v in foreground.to_dict().items() if k != "coef"}}

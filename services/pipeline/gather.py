@@ -11,6 +11,7 @@ explainer's labeller and the trainer's detector runner (``report_models``) to dr
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import uuid
 from collections import Counter
@@ -24,7 +25,7 @@ from sqlalchemy import select
 
 from labelfree.core.errors import LabelfreeError, not_found
 from labelfree.pipeline import report_models as rm
-from labelfree.pipeline.report import Report, Tile
+from labelfree.pipeline.report import Report, Tile, thumbnail
 
 STEP_TITLES = {"ingest": "dataset", "train": "classifier", "explain": "explainer boxes",
                "train_detector": "detector", "deploy": "deployment"}
@@ -232,7 +233,9 @@ def gather_report(run_id: str, *, gt: Path | None = None, gt_images: Path | None
         if rows.done("explain"):
             try:
                 classifier_dir = store.get_dir(rows.classifier["store_prefix"], work / "classifier")
-                teacher = rm.Teacher(classifier_dir, rows.jobs["explain"]["params"] or {})
+                fitted_key = (rows.jobs["explain"]["result"] or {}).get("foreground_key")
+                fitted = json.loads(store.get(fitted_key)) if fitted_key else None
+                teacher = rm.Teacher(classifier_dir, rows.jobs["explain"]["params"] or {}, fitted)
             except (LabelfreeError, ValueError, OSError) as exc:
                 report.notes.append(f"Explainer evidence maps left out: the classifier could not be loaded ({exc}).")
 
@@ -300,16 +303,40 @@ def _readable(store, images: list[dict], limit: int) -> list[tuple[dict, np.ndar
 
 
 def explainer_tiles(rows: RunRows, store, teacher, tiles: int) -> list[Tile]:
-    """Overlays of the first positives (by sha256): evidence recomputed, boxes as the explain step recorded."""
+    """Overlays of the first positives (by sha256): the PNGs the explain step stored, or (a run from
+    before it stored them) evidence recomputed by ``teacher`` around the boxes it recorded."""
+    from PIL import Image as PILImage
+
+    result = rows.jobs["explain"]["result"] or {}
+    prefix = result.get("overlays_prefix")
+    probability = {}
+    if prefix and result.get("coco_key"):
+        coco = json.loads(store.get(result["coco_key"]))
+        by_key = {im["store_key"]: im["id"] for im in rows.images}
+        probability = {by_key.get(im["file_name"]): im.get("probability") for im in coco["images"]}
     out = []
+    if prefix:  # a photo without an overlay could not be read, and the explain step skipped it
+        for image in [im for im in rows.images if im["label"] == "positive"]:
+            key = f"{prefix}/{image['id']}.png"
+            if len(out) == tiles:
+                break
+            if store.exists(key):
+                picture = PILImage.open(io.BytesIO(store.get(key))).convert("RGB")
+                caption = _boxes_caption(len(rows.boxes.get(image["id"], [])), probability.get(image["id"]))
+                out.append(Tile(thumbnail(picture, rm.TILE_SIDE), caption, credit=_credit(image)))
+        return out
     for image, picture in _readable(store, [im for im in rows.images if im["label"] == "positive"], tiles):
         recorded = rows.boxes.get(image["id"], [])
         boxes = np.array([b for b, _ in recorded], np.float32).reshape(-1, 4)
         scores = np.array([s for _, s in recorded], np.float32)
         data, prob = rm.overlay_tile(picture, boxes, scores, teacher, image["id"])
-        what = f"{len(boxes)} box{'es' if len(boxes) != 1 else ''}" if len(boxes) else "no box"
-        out.append(Tile(data, what + (f" · P = {prob:.3f}" if prob is not None else ""), credit=_credit(image)))
+        out.append(Tile(data, _boxes_caption(len(boxes), prob), credit=_credit(image)))
     return out
+
+
+def _boxes_caption(count: int, probability: float | None) -> str:
+    what = f"{count} box{'es' if count != 1 else ''}" if count else "no box"
+    return what + (f" · P = {probability:.3f}" if probability is not None else "")
 
 
 def heldout_detector_tiles(rows: RunRows, store, detector, report: Report, tiles: int) -> list[Tile]:

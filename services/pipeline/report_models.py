@@ -19,63 +19,30 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from labelfree.explainer.overlay import BOX_COLOUR, draw_boxes, scaled, shrink
 from labelfree.pipeline.report import thumbnail
 
 TILE_SIDE = 480
 SHOW_CONF = 0.3  # detections drawn on tiles: MegaDetector's "typical" threshold, as detect_folder writes it
 EVAL_CONF = 0.01  # detections scored for AP, as bench/bench_detector.py scores them
-HUMAN, TEACHER, DETECTOR = (255, 255, 255), (255, 214, 0), (0, 230, 118)
-
-
-def shrink(image: np.ndarray, max_side: int = TILE_SIDE) -> tuple[np.ndarray, float]:
-    """(H, W, 3) uint8 -> (image no larger than ``max_side``, scale factor applied)."""
-    h, w = image.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    if scale == 1.0:
-        return image, 1.0
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS)), scale
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):  # Pillow built without FreeType
-        return ImageFont.load_default()
-
-
-def draw_boxes(image: Image.Image, boxes: np.ndarray, scores: np.ndarray | None, colour: tuple[int, int, int],
-               *, width: int | None = None) -> Image.Image:
-    """Draw xyxy boxes (pixels of ``image``) with a score tag each; returns the image.
-
-    Line and text scale with the picture: a tile is shown at about half its pixels in the grid.
-    """
-    draw = ImageDraw.Draw(image)
-    side = max(image.width, image.height)
-    width = width or max(2, round(side / 80))
-    font = _font(max(12, side // 14))
-    for i, box in enumerate(np.asarray(boxes, float).reshape(-1, 4)):
-        x1, y1, x2, y2 = box
-        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=width)
-        if scores is not None:
-            text = f"{float(scores[i]):.2f}"
-            left, top, right, bottom = draw.textbbox((x1, y1), text, font=font)
-            tag_y = y1 - (bottom - top) - 4 if y1 - (bottom - top) - 4 >= 0 else y1
-            draw.rectangle([x1, tag_y, x1 + right - left + 6, tag_y + bottom - top + 4], fill=colour)
-            draw.text((x1 + 3, tag_y + 2 - (top - y1)), text, fill=(0, 0, 0), font=font)
-    return image
+HUMAN, TEACHER, DETECTOR = (255, 255, 255), BOX_COLOUR, (0, 230, 118)
 
 
 class Teacher:
     """The explain step's labeller: its classifier, its LabelConfig and its seed."""
 
-    def __init__(self, classifier_dir: Path, explain_params: dict):
+    def __init__(self, classifier_dir: Path, explain_params: dict, foreground: dict | None = None):
+        """foreground: the explain step's fitted model (its ``foreground_key`` JSON), for method "foreground"."""
         from labelfree.explainer.batch import ModelLabeller
+        from labelfree.explainer.foreground import ForegroundModel
         from labelfree.explainer.tasks import explain_params as to_config
 
         self.config = to_config(explain_params)
         self.seed = int(explain_params.get("seed", 0))
-        self.labeller = ModelLabeller(classifier_dir, self.config)
+        fitted = ForegroundModel.from_dict(foreground) if foreground is not None else None
+        self.labeller = ModelLabeller(classifier_dir, self.config, foreground=fitted)
+        if self.labeller.needs_fit:
+            raise ValueError("the explain step kept no fitted foreground model (a run from before it did)")
 
     def label(self, image: np.ndarray, key: str):
         """``Labelled`` for one image; ``key`` picks the per-image LIME masks (the explain step's image id)."""
@@ -88,19 +55,16 @@ def overlay_tile(image: np.ndarray, recorded: np.ndarray, scores: np.ndarray, te
                  key: str) -> tuple[bytes, float | None]:
     """The explain overlay of one photo at tile size: evidence map (when a teacher is given) and the
     recorded boxes. Returns (JPEG bytes, P(positive) or None)."""
-    small, scale = shrink(image)
+    small, scale = shrink(image, TILE_SIDE)
     boxes = np.asarray(recorded, np.float32).reshape(-1, 4) * scale
     if teacher is None:
         return thumbnail(draw_boxes(Image.fromarray(small), boxes, scores, TEACHER), TILE_SIDE), None
     from labelfree.explainer.overlay import render_overlay
 
     labelled = teacher.label(image, key)
-    evidence = labelled.evidence
-    if evidence is not None and scale != 1.0:
-        evidence = np.asarray(Image.fromarray(evidence.astype(np.float32), mode="F").resize(
-            (small.shape[1], small.shape[0]), Image.BILINEAR), np.float32)
     # the evidence and superpixels from render_overlay; the boxes drawn here, with tags readable at tile size
-    shown = replace(labelled, boxes=np.zeros((0, 4), np.float32), scores=np.zeros(0, np.float32), evidence=evidence)
+    shown = replace(scaled(labelled, small.shape[:2], scale), boxes=np.zeros((0, 4), np.float32),
+                    scores=np.zeros(0, np.float32))
     picture = render_overlay(small, shown)
     return thumbnail(draw_boxes(picture, boxes, scores, TEACHER), TILE_SIDE), labelled.probability
 
@@ -130,7 +94,7 @@ def detector_tile(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                   human: np.ndarray | None = None) -> tuple[bytes, int]:
     """A detector tile: detections from ``SHOW_CONF`` in green, human boxes (if any) in white.
     Returns (JPEG bytes, number of detections drawn)."""
-    small, scale = shrink(image)
+    small, scale = shrink(image, TILE_SIDE)
     picture = Image.fromarray(small)
     if human is not None and len(human):
         draw_boxes(picture, np.asarray(human, float) * scale, None, HUMAN, width=max(2, round(max(small.shape) / 120)))

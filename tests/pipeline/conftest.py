@@ -21,7 +21,7 @@ N_NEGATIVE = 16
 SIZE = 128
 
 # Per-step options that make every step cheap (seconds, not minutes) on 2 CPU cores:
-# the explainer's default CAM method, a 64 px detector trained for a few steps without
+# the explainer's default method, a 64 px detector trained for a few steps without
 # augmentation or a self-training round.
 CHEAP_OPTIONS = {
     "detector": {"self_train_rounds": 0,

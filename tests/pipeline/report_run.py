@@ -130,12 +130,13 @@ def build_run(tmp: Path, *, query: str = "red deer", n_pos: int = 16, n_neg: int
     from labelfree.explainer.coco import to_coco
     from labelfree.explainer.labeller import LabelConfig
     from labelfree.explainer.model import OnnxClassifier
+    from labelfree.explainer.overlay import overlay_png
     from labelfree.trainer import classifier as clf
     from tests.explainer.synthetic import write_red_model
 
     store = get_store()
     with session_scope() as s:
-        run_id = runs.create_run(s, query, {"ingest": {"provider": "dir"}}).id
+        run_id = runs.create_run(s, query, {"ingest": {"provider": "dir"}, "explain": {"method": "cam"}}).id
 
     # ingest: photos in the store, image rows with licences, the dataset summary
     job_id = _next_job(run_id)
@@ -195,7 +196,11 @@ def build_run(tmp: Path, *, query: str = "red deer", n_pos: int = 16, n_neg: int
     started = time.time()
     labeller = ModelLabeller(model_dir, LabelConfig(method="cam"))
     positives = [(i, key) for i, key, label in items if label == "positive"]
-    records = [label_record(labeller, image_id, store.local_path(key), 0)[0] for image_id, key in positives]
+    records = []
+    for image_id, key in positives:  # with the overlay PNG the explain step stores for each
+        record, picture, labelled = label_record(labeller, image_id, store.local_path(key), 0, keep=True)
+        store.put(f"overlays/{job_id}/{image_id}.png", overlay_png(picture, labelled))
+        records.append(record)
     with session_scope() as s:
         for record in records:
             for (x1, y1, x2, y2), score in zip(record["boxes"], record["scores"]):
@@ -206,7 +211,8 @@ def build_run(tmp: Path, *, query: str = "red deer", n_pos: int = 16, n_neg: int
     store.put(f"boxes/{job_id}.json", json.dumps(coco).encode())
     _finish(job_id, {"images": len(coco["images"]), "boxes": len(coco["annotations"]), "skipped": [],
                      "boxes_key": f"boxes/{job_id}.json", "coco_key": f"boxes/{job_id}.json", "method": "cam",
-                     "dataset_id": dataset_id, "classifier_model_id": classifier_id}, started)
+                     "dataset_id": dataset_id, "classifier_model_id": classifier_id,
+                     "overlays_prefix": f"overlays/{job_id}", "foreground_key": None}, started)
     if stop_after == "explain":
         _leave_running(_next_job(run_id), 0.25)
         return BuiltRun(run_id, Path(), Path())

@@ -7,6 +7,7 @@ local[2], and at the end a real Triton server (pytriton) serving the deployed ve
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -98,6 +99,11 @@ def test_worker_killed_mid_explain_then_resume_finishes_the_run_reusing_earlier_
         assert s.get(Model, classifier_id) is not None
     assert sorted(store.list(classifier_prefix)) == classifier_files
     assert steps["explain"]["result"]["classifier_model_id"] == classifier_id
+    # The explain step kept its evidence: an overlay PNG per labelled photo and the fitted foreground model.
+    explained = steps["explain"]["result"]
+    overlays = sorted(store.list(explained["overlays_prefix"]))
+    assert len(overlays) == explained["images"] and store.get(overlays[0]).startswith(b"\x89PNG")
+    assert len(json.loads(store.get(explained["foreground_key"]))["coef"]) > 0
 
     # The deployed version answers through a real Triton server.
     version = steps["deploy"]["result"]["triton_version"]

@@ -34,7 +34,7 @@ def test_gather_fills_every_section_of_a_finished_run(red_run, tmp_path):
     curves = report.classifier["curves"]
     assert curves["roc"]["fpr"][0] == 0 and curves["roc"]["tpr"][-1] == 1 and curves["pr"]["recall"]
     assert report.explainer["method"] == "cam" and report.explainer["boxes"] >= 15
-    assert len(report.lime_tiles) == 12 and all(t.credit for t in report.lime_tiles)
+    assert len(report.lime_tiles) == 12 and all(t.credit and "P = " in t.caption for t in report.lime_tiles)
     # the detector's pictures are its own validation split: a quarter of the boxed photos
     assert 1 <= len(report.detector_tiles) <= report.detector["training"]["n_val"]
     assert "held out" in report.detector["tiles_from"] and report.detector["deployed"]
@@ -53,6 +53,22 @@ def test_report_scores_detector_teacher_and_whole_image_against_human_boxes(red_
     assert len(report.detector_tiles) == 4 and report.detector_tiles[0].caption.startswith("cam00.jpg")
     html = render_report(report)
     assert "Against human boxes" in html and "AP@0.5" in html
+
+
+def test_a_run_from_before_overlays_were_stored_gets_its_evidence_recomputed(red_run, tmp_path):
+    from labelfree.core.store import get_store
+    from labelfree.pipeline import report_models as rm
+    from labelfree.pipeline.gather import explainer_tiles, read_run
+
+    rows, store = read_run(red_run.run_id), get_store()
+    rows.jobs["explain"]["result"] = {k: v for k, v in rows.jobs["explain"]["result"].items()
+                                      if k not in ("overlays_prefix", "foreground_key")}
+    classifier = store.get_dir(rows.classifier["store_prefix"], tmp_path / "classifier")
+    tiles = explainer_tiles(rows, store, rm.Teacher(classifier, rows.jobs["explain"]["params"]), 3)
+    assert len(tiles) == 3 and all("P = " in t.caption for t in tiles)
+    # a foreground teacher cannot be rebuilt without the fit that run did not keep: said, not guessed
+    with pytest.raises(ValueError, match="fitted foreground"):
+        rm.Teacher(classifier, {**rows.jobs["explain"]["params"], "method": "foreground"})
 
 
 def test_unreadable_human_boxed_photos_are_left_out_of_the_scores_and_said(red_run, tmp_path):
