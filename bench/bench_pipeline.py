@@ -93,9 +93,11 @@ def evaluate(work: Path, store: Path, run: dict, gt: Path, gt_images: Path, env:
     classifier = store / steps["train"]["result"]["store_prefix"]
     detector = store / steps["train_detector"]["result"]["store_prefix"]
     teacher_json, det_json = work / "teacher_gt.json", work / "detector_gt.json"
+    fitted = steps["explain"]["result"].get("foreground_key")  # the run's own fit on its positives
+    kept_fit = ["--foreground", str(store / fitted)] if fitted else []
     timings = {}
     for name, cmd in (("teacher", ["explain", "--model", str(classifier), "--images", str(gt_images),
-                                   "--out", str(teacher_json)]),
+                                   "--out", str(teacher_json), *kept_fit]),
                       ("detector", ["detect", "--model", str(detector), "--images", str(gt_images),
                                     "--out", str(det_json), "--threshold", "0.01"])):
         t = time.perf_counter()

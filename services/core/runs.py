@@ -145,11 +145,25 @@ def next_step(session: Session, run_id: str) -> tuple[Run, Job | None]:
     return run, None
 
 
-def send_step(job: Job) -> None:
+def send_step(job: Job, *, from_api: bool = False) -> None:
+    """Send the step's message. ``from_api``: fail fast when the broker is down: the job and its run
+    are marked failed with the reason (resumable; nothing is deleted) and a 503 is raised."""
     from labelfree.core.celery_app import celery_app
+    from labelfree.core.db import session_scope
+    from labelfree.core.errors import unavailable
 
     step = next(s for s in _steps() if s.name == job.kind)
-    celery_app.send_task(step.task, args=[job.id], queue=step.queue)
+    if not from_api:
+        celery_app.send_task(step.task, args=[job.id], queue=step.queue)
+        return
+    try:
+        celery_app.send_task(step.task, args=[job.id], queue=step.queue, retry=False)
+    except Exception as exc:
+        reason = f"broker unavailable: {exc}"
+        with session_scope() as session:
+            jobs.mark_job_failed(session, job.id, reason)
+        fail_run(job.run_id, f"step {job.kind} could not be queued: {reason}")
+        raise unavailable(f"the job queue is unavailable ({exc}); resume the run when it is back") from exc
 
 
 def advance_run(run_id: str) -> Job | None:

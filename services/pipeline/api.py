@@ -101,7 +101,7 @@ def start(query: str, params: dict) -> dict:
         run = runs.create_run(session, query, params)
         run_id, project_id = run.id, run.project_id
         _run, job = runs.next_step(session, run_id)
-    runs.send_step(job)
+    runs.send_step(job, from_api=True)
     return {"project_id": project_id, "run_id": run_id, "job_id": job.id}
 
 
@@ -134,5 +134,5 @@ def resume(run_id: uuid.UUID) -> dict:
         run, job = runs.resume_run(session, str(run_id))
         state = run.state
     if job is not None and job.state == "queued":
-        runs.send_step(job)
+        runs.send_step(job, from_api=True)
     return {"run_id": str(run_id), "state": state, "job_id": job.id if job else None}

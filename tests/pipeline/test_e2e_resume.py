@@ -210,3 +210,45 @@ def test_a_redelivered_step_that_had_succeeded_starts_the_next_step_once():
         if train_id:
             with session_scope() as s:
                 jobs.request_cancel(s, train_id)
+
+
+@pytest.fixture
+def broker_down():
+    """The Celery app's broker pointed at a port nothing listens on (a real refused connection),
+    then back at the real broker."""
+    from labelfree.core.celery_app import celery_app
+    from tests.conftest import free_port
+
+    def repoint(url: str) -> None:  # new pools on next use (kombu keeps the old ones for their URL)
+        celery_app._pool = None
+        celery_app.amqp._producer_pool = None
+        celery_app.conf.broker_url = url
+
+    real = celery_app.conf.broker_url
+    repoint(f"redis://127.0.0.1:{free_port()}/0")
+    yield lambda: repoint(real)
+    repoint(real)
+
+
+def test_a_run_started_while_the_broker_is_down_fails_with_503_and_resumes_when_it_is_back(broker_down):
+    from labelfree.ingest.api import app
+
+    api = TestClient(app)
+    down = api.post("/v1/projects", json={"query": "broker down", "provider": "openverse"})
+    assert down.status_code == 503 and down.headers["retry-after"]
+    assert "job queue is unavailable" in down.json()["error"]["detail"]
+    with session_scope() as s:
+        from labelfree.core.models import Run
+
+        run = s.scalars(select(Run).order_by(Run.created_at.desc())).first()
+        assert run.state == "failed" and "could not be queued" in run.error
+        run_id = run.id
+    broker_down()  # the broker is back
+    sent = _queued_messages("ingest")
+    resumed = api.post(f"/v1/runs/{run_id}/resume")
+    assert resumed.status_code == 202 and resumed.json()["state"] == "running", resumed.text
+    assert _queued_messages("ingest") == sent + 1
+    with session_scope() as s:  # a later ingest worker finds it cancelled and skips it
+        from labelfree.core import jobs
+
+        jobs.request_cancel(s, resumed.json()["job_id"])
