@@ -59,7 +59,10 @@ def test_report_renders_every_picture_and_both_curves_in_chromium(browser, tmp_p
     assert state["n"] > 0 and (report is None or state["n"] == len(report.lime_tiles) + len(report.detector_tiles))
     assert state["broken"] == 0
     assert state["curves"] == 2
-    assert {"The photos", "Against human boxes", "Steps and timing"} <= set(state["headings"])
+    expected = {"The photos", "Steps and timing"}
+    if report is not None:  # the synthetic run is scored against human boxes (a given report may not be)
+        expected.add("Against human boxes")
+    assert expected <= set(state["headings"])
 
     shot = Path(os.environ.get("LABELFREE_SCREENSHOT") or tmp_path / "report.png")
     shot.parent.mkdir(parents=True, exist_ok=True)
