@@ -85,8 +85,11 @@ def _dir_provider_params(query: str, pos_dirs: list[str], neg_dirs: list[str], p
         root = root.parent
     aliases = {query: str(dirs[0].relative_to(root))}
     negatives = []
-    for i, folder in enumerate(dirs[1:]):
-        name = f"negatives {i}"
+    for folder in dirs[1:]:
+        # named by its folder, as the report's dataset tables show it ("bigcats/tiger")
+        name = str(folder.relative_to(root))
+        if name in aliases:  # the same folder twice, or one named like the query
+            name = f"{name} ({len(aliases)})"
         aliases[name] = str(folder.relative_to(root))
         negatives.append(name)
     largest = max(sum(1 for _ in d.rglob("*")) for d in dirs)
