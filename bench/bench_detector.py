@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GRAPHS = {"fp32": "model_fp32.onnx", "int8": "model.onnx"}
@@ -174,6 +175,9 @@ def main() -> None:
     cost: dict = {"images": args.cost_images, "rounds": args.cost_rounds, "detector": {}}
     items = [(p, im) for p, im in zip(paths, raw)][: args.cost_images]
     det_times = {name: [] for name in runners}
+    # ablation: the same graphs behind the plain bilinear resize used before ``detector_resize``
+    plain = {f"{name}, plain bilinear resize": runner for name, runner in runners.items()}
+    det_times.update({name: [] for name in plain})
     lime_times, teacher_times = [], []
     labellers = {}
     if args.classifier:
@@ -210,6 +214,9 @@ def main() -> None:
         for name, runner in runners.items():
             det_times[name].append(timed(lambda im, runner=runner: runner.predict(runner.prepare(im)[None]),
                                          raw[:32]))
+        for name, runner in plain.items():
+            det_times[name].append(timed(lambda im, runner=runner: runner.predict(np.array(Image.fromarray(im).resize(
+                (runner.input_size, runner.input_size), Image.Resampling.BILINEAR))[None]), raw[:32]))
     mean = lambda xs, i: float(np.mean([x[i] for x in xs]))  # noqa: E731
     if lime_times:
         cost["lime"].update({"wall_s": round(mean(lime_times, 0), 3), "cpu_s": round(mean(lime_times, 1), 3)})

@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-# Bilinear matches how the detector is trained and exported (PIL resize, no antialias tricks).
-RESAMPLE = Image.BILINEAR
+from labelfree.core.images import detector_resize
+
 
 
 def stretch(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
@@ -33,7 +33,7 @@ def stretch(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
     if image.mode != "RGB":
         image = image.convert("RGB")
     if image.size != (size, size):
-        image = image.resize((size, size), RESAMPLE)
+        image = detector_resize(image, size)  # the trainer's resize: same pixels in training and serving
     return np.asarray(image, dtype=np.uint8)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from labelfree.core.images import iter_image_files, load_rgb
+from labelfree.core.images import detector_resize, iter_image_files, load_rgb
 
 # Fill for zoomed-out borders: the ImageNet mean colour, which the backbone sees as "nothing".
 FILL_RGB = (124, 116, 104)
@@ -81,7 +81,7 @@ def negative_samples(roots: Iterable[str | Path]) -> list[Sample]:
 
 def stretch_resize(image: np.ndarray, size: int) -> np.ndarray:
     """``(H, W, 3)`` uint8 -> ``(size, size, 3)`` uint8, stretched (the deployed model's input)."""
-    return np.array(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+    return np.array(detector_resize(Image.fromarray(image), size))
 
 
 def _crop_window(width: float, height: float, keep: np.ndarray | None, rng: np.random.Generator,
@@ -131,7 +131,7 @@ def augment(image: np.ndarray, boxes: np.ndarray, size: int, rng: np.random.Gene
         keep = (boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()) if len(boxes) else None
         window = _crop_window(w, h, None if keep is None else np.array(keep), rng, min_crop_side)
     x0, y0, x1, y1 = window
-    out = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR, box=window))
+    out = np.asarray(detector_resize(pil, size, box=window))
     norm = (boxes - [x0, y0, x0, y0]) / [x1 - x0, y1 - y0, x1 - x0, y1 - y0]
     norm = np.clip(norm, 0.0, 1.0)
     if rng.random() < flip_p:
