@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from labelfree.explainer.cli import app
 from labelfree.explainer.labeller import LabelConfig, label_image
-from labelfree.explainer.overlay import save_overlay
+from labelfree.explainer.overlay import overlay_png, save_overlay
 from tests.explainer.synthetic import red_logit, scene
 
 
@@ -18,6 +18,21 @@ def test_overlay_png_has_the_image_size(tmp_path):
                       config=LabelConfig(method="lime", n_samples=64, n_segments=20, fill="mean"))
     path = save_overlay(image, out, tmp_path / "o" / "x.png")
     assert Image.open(path).size == (64, 64)
+
+
+def test_stored_overlay_is_a_palette_png_no_larger_than_a_tile_with_the_box_where_it_was():
+    import io
+
+    image = scene(200, ((60, 60, 30),))
+    out = label_image(image, rng=np.random.default_rng(0), predict_logit=red_logit, model_side=64,
+                      config=LabelConfig(method="lime", n_samples=64, n_segments=20, fill="mean"))
+    assert len(out.boxes) == 1
+    png = Image.open(io.BytesIO(overlay_png(image, out, max_side=100)))
+    assert png.format == "PNG" and png.mode == "P" and png.size == (100, 100)
+    # the yellow box outline, drawn at half scale: its left edge crosses the box's middle row
+    x1, y1, x2, y2 = (out.boxes[0] / 2).round().astype(int)
+    row = np.asarray(png.convert("RGB"))[(y1 + y2) // 2]
+    assert row[x1][0] > 200 and row[x1][1] > 180 and row[x1][2] < 80
 
 
 def test_explain_command_writes_coco_and_reports_skipped(red_model_dir, tmp_path):
