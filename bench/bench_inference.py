@@ -97,9 +97,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_api(env: dict, port: int, log: Path) -> subprocess.Popen:
+def start_api(env: dict, port: int, log: Path, workers: int = 1) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "labelfree.inference.api:app", "--host", "127.0.0.1",
-                             "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                             "--port", str(port), "--no-access-log", "--log-level", "warning",
+                             "--workers", str(workers)],
                             env={**os.environ, **env}, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     import httpx
@@ -207,6 +208,57 @@ def load(url: str, data: bytes, clients: int, total: int) -> float:
     return total / elapsed
 
 
+def wrk_load(url: str, data: bytes, clients: int, seconds: int = 10) -> float | None:
+    """Requests/s from wrk (C, 2 threads, ``clients`` connections) for ``seconds``; None without wrk."""
+    import re
+    import shutil
+
+    if shutil.which("wrk") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        body, script = Path(tmp) / "body.jpg", Path(tmp) / "post.lua"
+        body.write_bytes(data)
+        script.write_text(f'local f = io.open("{body}", "rb")\nwrk.method = "POST"\nwrk.body = f:read("*all")\n'
+                          'f:close()\nwrk.headers["Content-Type"] = "image/jpeg"\n')
+        out = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "-s", str(script), url],
+                             capture_output=True, text=True, check=True).stdout
+    if re.search(r"Non-2xx", out):
+        raise RuntimeError(f"wrk saw failed requests:\n{out}")
+    return float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+
+
+def _bare_process(det: str, data: bytes, n: int, start, done) -> None:
+    from labelfree.core.images import decode_image
+    from labelfree.inference.backends import Detector, DetectorSpec, OnnxRuntimeBackend
+
+    detector = Detector(OnnxRuntimeBackend(det), DetectorSpec.from_dir(det))
+    for _ in range(10):
+        detector.detect([decode_image(data)])
+    start.wait()
+    for _ in range(n):
+        detector.detect([decode_image(data)])
+    done.put(time.perf_counter())
+
+
+def bare_processes(det: Path, data: bytes, processes: int, total: int) -> float:
+    """Images/s of the in-process pipeline run by ``processes`` processes at once (no GIL shared)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    start, done = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_bare_process, args=(str(det), data, total // processes, start, done))
+             for _ in range(processes)]
+    for proc in procs:
+        proc.start()
+    time.sleep(8)  # every process has loaded its model and warmed up
+    t = time.perf_counter()
+    start.set()
+    ends = [done.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return processes * (total // processes) / (max(ends) - t)
+
+
 def bare_throughput(fn, total: int, clients: int = 1) -> float:
     left = [total]
     lock = threading.Lock()
@@ -280,6 +332,8 @@ def main() -> None:
     ap.add_argument("--survey-images", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--triton", action="store_true")
+    ap.add_argument("--api-workers", type=int, default=0,
+                    help="uvicorn processes for the API (default: LABELFREE_INFERENCE_WORKERS, as `labelfree up`)")
     ap.add_argument("--survey-batches", default="", help="also time the survey job at these batch sizes, e.g. 1,4")
     args = ap.parse_args()
 
@@ -307,8 +361,11 @@ def main() -> None:
     lines = [f"model `{det.name}` S={spec.input_size}, image {len(data)} B JPEG, load average at start "
              f"{os.getloadavg()[0]:.1f}, {cpus} usable CPUs"]
 
+    from labelfree.core.settings import get_settings
+
+    workers = args.api_workers or get_settings().inference_processes  # as `labelfree up` starts it
     port = free_port()
-    api = start_api(env, port, tmp / "api.log")
+    api = start_api(env, port, tmp / "api.log", workers)
     url = f"http://127.0.0.1:{port}/v1/detect"
     try:
         res = overhead(url, data, bare_ort, args.rounds, args.per_round)
@@ -334,14 +391,22 @@ def main() -> None:
                 f"(free concurrency {pipe_tp16:.1f}/s)")
         print(line, flush=True)
         lines.append(line)
+        pipe_procs = bare_processes(det, data, cpus, args.load_requests) if cpus > 1 else pipe_tp
         http_tp = load(url, data, args.clients, args.load_requests)
-        best_run, best_pipe = max(bare_tp, bare_tp16), max(pipe_tp, pipe_tp16)
-        line = (f"onnxruntime load: {args.clients} clients x {args.load_requests} requests: {http_tp:.1f} req/s | "
-                f"bare session.run {bare_tp:.1f}/s sequential, {bare_tp16:.1f}/s {args.clients} threads "
-                f"(ratio {http_tp / best_run:.2f}) | bare pipeline {pipe_tp:.1f}/s sequential, {pipe_tp16:.1f}/s "
-                f"{args.clients} threads (ratio {http_tp / best_pipe:.2f})")
+        best_run, best_pipe = max(bare_tp, bare_tp16), max(pipe_tp, pipe_tp16, pipe_procs)
+        line = (f"onnxruntime load ({workers} API processes): {args.clients} clients x {args.load_requests} "
+                f"requests: {http_tp:.1f} req/s | bare session.run {bare_tp:.1f}/s sequential, {bare_tp16:.1f}/s "
+                f"{args.clients} threads (ratio {http_tp / best_run:.2f}) | bare pipeline {pipe_tp:.1f}/s "
+                f"sequential, {pipe_tp16:.1f}/s {args.clients} threads, {pipe_procs:.1f}/s in {cpus} processes "
+                f"(ratio to the best {http_tp / best_pipe:.2f})")
         print(line, flush=True)
         lines.append(line)
+        wrk_tp = wrk_load(url, data, args.clients)
+        if wrk_tp is not None:
+            line = (f"onnxruntime load from wrk ({args.clients} connections, 10 s): {wrk_tp:.1f} req/s | "
+                    f"ratio to the best bare pipeline {wrk_tp / best_pipe:.2f}")
+            print(line, flush=True)
+            lines.append(line)
     finally:
         stop(api)
 

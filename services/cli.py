@@ -130,8 +130,10 @@ def up(
     procs: list[tuple[str, subprocess.Popen]] = []
     for name in SERVICES:
         port = getattr(settings, f"{name}_port")
+        processes = settings.inference_processes if name == "inference" else 1
         procs.append((name, _spawn([sys.executable, "-m", "uvicorn", f"labelfree.{name}.api:app",
-                                    "--host", settings.api_host, "--port", str(port), "--no-access-log"], env)))
+                                    "--host", settings.api_host, "--port", str(port), "--no-access-log",
+                                    *(["--workers", str(processes)] if processes > 1 else [])], env)))
         console.print(f"[green]{name}[/] http://{settings.api_host}:{port}  (docs at /docs)")
     if workers:
         for queue in QUEUES:

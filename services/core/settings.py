@@ -80,6 +80,18 @@ class Settings(BaseSettings):
     explainer_port: int = 8103
     inference_port: int = 8104
     grpc_port: int = 8105
+    # Processes serving the inference API on this machine (`labelfree up`): 0 = one per usable core,
+    # up to 4. Python request handling holds the GIL, so one process leaves cores idle under load
+    # (16 clients, S=128 int8 detector, 2 cores: 0.73 of the bare in-process throughput with one,
+    # 0.97 with two; bench/RESULTS.md). In Kubernetes the chart's per-service ``workers`` decides.
+    inference_workers: int = Field(0, ge=0, le=64)
+
+    @property
+    def inference_processes(self) -> int:
+        """``inference_workers`` resolved: 0 -> usable cores, at most 4."""
+        import os
+
+        return self.inference_workers or max(1, min(4, len(os.sched_getaffinity(0))))
 
     @model_validator(mode="after")
     def _fill_profile_defaults(self) -> "Settings":
