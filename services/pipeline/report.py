@@ -285,9 +285,13 @@ def _classifier_section(c: dict) -> str:
     return "".join(out) + "</div></section>"
 
 
+METHOD_NAMES = {"foreground": "its foreground labeller, fitted on this dataset's photos",
+                "cam": "a class activation map", "lime": "LIME", "lime+cam": "LIME with a class activation map"}
+
+
 def _explainer_section(report: Report) -> str:
     x = report.explainer
-    method = (x.get("method") or "").upper()
+    method = METHOD_NAMES.get(x.get("method") or "", x.get("method") or "")
     out = [f"<section id='explainer'><h2>Where the classifier looks: the teacher's boxes</h2>"
            f"<p class='why'>The explainer{f' ({html.escape(method)})' if method else ''} asks the classifier which "
            "parts of each photo made it say yes, and boxes those parts. These boxes are what the detector learns "
