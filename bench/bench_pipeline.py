@@ -123,6 +123,8 @@ def main() -> None:
     ap.add_argument("--gt-images", type=Path)
     ap.add_argument("--port-base", type=int, default=8300)
     ap.add_argument("--timeout", type=float, default=4 * 3600)
+    ap.add_argument("--options", type=json.loads, default={},
+                    help='per-step options as JSON, e.g. \'{"detector": {"config": {"epochs": 12}}}\'')
     args = ap.parse_args()
 
     negs = [p.resolve() for p in args.neg]
@@ -145,7 +147,7 @@ def main() -> None:
         t0 = time.perf_counter()
         started = call("POST", f"{base}/v1/projects", {
             "query": args.concept, "provider": "dir", "positives": args.positives,
-            "pos_dirs": [str(args.pos.resolve())], "neg_dirs": [str(p) for p in negs]})
+            "pos_dirs": [str(args.pos.resolve())], "neg_dirs": [str(p) for p in negs], "options": args.options})
         run_id = started["run_id"]
         print(f"run {run_id}: {args.concept}, positives {args.pos}, {len(negs)} negative folders", flush=True)
         last = None

@@ -27,6 +27,8 @@ def train_detector_cmd(
     out: Path = typer.Option(..., "--out", help="DET_DIR to write"),
     neg: Optional[List[Path]] = typer.Option(None, "--neg", help="folder of images without the object (repeatable)"),
     epochs: int = typer.Option(6, min=1),
+    min_steps: int = typer.Option(120, "--min-steps", min=0,
+                                  help="train at least this many steps: small folders get more epochs (0: off)"),
     input_size: int = typer.Option(128, "--input-size",
                                    help="S of the S x S model input, a multiple of 32 (128 measured as good as 256 "
                                         "on lion/dev at a third of the cost; raise it for small animals)"),
@@ -54,7 +56,8 @@ def train_detector_cmd(
     if instance_kind not in ("cpu", "gpu"):
         _fail(f"--instance-kind must be cpu or gpu, got {instance_kind!r}")
     try:
-        config = TrainConfig(input_size=input_size, epochs=epochs, batch_size=batch_size, device=device,
+        config = TrainConfig(input_size=input_size, epochs=epochs, min_steps=min_steps, batch_size=batch_size,
+                             device=device,
                              backbone_mode=backbone_mode, seed=seed, threads=threads, mosaic=mosaic)
         config.validate()
         manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,

@@ -59,6 +59,9 @@ class TrainConfig:
     threads: int | None = None
     seed: int = 0
     max_steps: int | None = None
+    # Small datasets get more epochs, up to this many optimiser steps in all: 6 epochs of 100
+    # positives are ~40 steps, and such a detector fell below its teacher (bench/results/detector.md).
+    min_steps: int = 120
     augment: bool = True
     mosaic: float = 0.0
 
@@ -69,6 +72,8 @@ class TrainConfig:
             raise ValueError(f"backbone_mode {self.backbone_mode!r} not in {BACKBONE_MODES + ('auto',)}")
         if self.feature_runtime not in ("auto", "torch", "onnxruntime"):
             raise ValueError(f"feature_runtime {self.feature_runtime!r} not in auto/torch/onnxruntime")
+        if self.min_steps < 0:
+            raise ValueError(f"min_steps must be >= 0, got {self.min_steps}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         cells = (self.input_size // self.out_stride) ** 2
@@ -239,7 +244,8 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
     val_set = DetectionDataset(val_pos + val_neg, config.input_size, train=False)
     n_neg_used = min(len(train_neg), round(len(train_pos) * config.neg_fraction / (1 - config.neg_fraction)))
     steps_per_epoch = max(1, (len(train_pos) + n_neg_used) // config.batch_size)
-    total_steps = config.max_steps or steps_per_epoch * config.epochs
+    epochs = max(config.epochs, -(-config.min_steps // steps_per_epoch))
+    total_steps = config.max_steps or steps_per_epoch * epochs
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(total_steps, 1), pct_start=0.1)
 
@@ -255,7 +261,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
         scaler.load_state_dict(state["scaler"])
         start_epoch, step, history, best = state["epoch"] + 1, state["step"], state["history"], state["best"]
 
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(start_epoch, epochs):
         if step >= total_steps:
             break
         train_set.set_epoch(epoch)
@@ -267,7 +273,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
             drop_last=len(order) > config.batch_size)
         _train_mode(detector, mode)
         started, seen, sums = time.perf_counter(), 0, {"loss": 0.0, "heat": 0.0, "giou": 0.0}
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show_progress, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not show_progress, leave=False)
         for images, boxes, labels in bar:
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 if mode == "frozen":
@@ -311,7 +317,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
         if show_progress:
             tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
         if progress is not None:
-            progress(min(1.0, (epoch + 1) / config.epochs))
+            progress(min(1.0, (epoch + 1) / epochs))
 
     if best_path.is_file():
         detector.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])

@@ -26,7 +26,7 @@ def trained(synthetic, tmp_path_factory) -> dict:
     from labelfree.trainer.detector.train import TrainConfig
 
     out = tmp_path_factory.mktemp("det_dir")
-    config = TrainConfig(input_size=SIZE, epochs=16, batch_size=4, lr=5e-3, val_fraction=0.0,
+    config = TrainConfig(input_size=SIZE, epochs=16, min_steps=0, batch_size=4, lr=5e-3, val_fraction=0.0,
                          augment=False, neg_fraction=0.2, top_k=20)
     manifest = build_detector(synthetic["images"], synthetic["boxes"], out, config=config,
                               show_progress=False, provenance={"boxes_run": "test"}, unboxed_as_negative=True,

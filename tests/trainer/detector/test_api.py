@@ -53,7 +53,7 @@ def test_post_detectors_queues_a_job_and_the_task_registers_the_model(client, sy
     sent = []
     monkeypatch.setattr("labelfree.core.celery_app.enqueue", lambda task, job_id: sent.append((task, job_id)))
     resp = client.post("/v1/detectors", json={"explain_job_id": explain_id, "name": "blobs",
-                                              "config": {"epochs": 1, "input_size": 96, "batch_size": 4}})
+                                              "config": {"epochs": 1, "min_steps": 0, "input_size": 96, "batch_size": 4}})
     assert resp.status_code == 202, resp.text
     job_id = resp.json()["job_id"]
     assert sent == [(tasks.train_detector_job, job_id)]

@@ -67,7 +67,7 @@ def test_gpu_instance_kind_deploys_the_fp32_graph(synthetic, tmp_path):
     from labelfree.trainer.detector.train import TrainConfig
 
     # 64 px at stride 8 has 64 cells: also checks that self-training relabels with the config's top_k.
-    config = TrainConfig(input_size=64, epochs=1, batch_size=4, val_fraction=0.0, augment=False, top_k=16,
+    config = TrainConfig(input_size=64, epochs=1, min_steps=0, batch_size=4, val_fraction=0.0, augment=False, top_k=16,
                          max_steps=1)
     manifest = build_detector(synthetic["images"], synthetic["boxes"], tmp_path, config=config,
                               show_progress=False, self_train_rounds=1, instance_kind="gpu")

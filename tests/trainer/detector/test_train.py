@@ -43,7 +43,7 @@ class _Stop(Exception):
 def test_resume_continues_from_the_last_epoch(synthetic, tmp_path):
     samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
     pos = [s for s in samples if not s.is_negative]
-    config = TrainConfig(input_size=64, epochs=2, batch_size=4, val_fraction=0.0, top_k=20)
+    config = TrainConfig(input_size=64, epochs=2, min_steps=0, batch_size=4, val_fraction=0.0, top_k=20)
 
     def stop_after_first_epoch(share: float) -> None:
         raise _Stop
@@ -54,7 +54,7 @@ def test_resume_continues_from_the_last_epoch(synthetic, tmp_path):
     result = train_detector(pos, [], 1, tmp_path, config, show_progress=False)
     assert [h["epoch"] for h in result.history] == [1, 2]
     with pytest.raises(ValueError, match="different config"):
-        train_detector(pos, [], 1, tmp_path, TrainConfig(input_size=64, epochs=3, batch_size=4, val_fraction=0.0, top_k=20),
+        train_detector(pos, [], 1, tmp_path, TrainConfig(input_size=64, epochs=3, min_steps=0, batch_size=4, val_fraction=0.0, top_k=20),
                        show_progress=False)
 
 
