@@ -227,11 +227,11 @@ def wrk_load(url: str, data: bytes, clients: int, seconds: int = 10) -> float | 
     return float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
 
 
-def _bare_process(det: str, data: bytes, n: int, start, done) -> None:
+def _bare_process(det: str, data: bytes, n: int, threads: int, start, done) -> None:
     from labelfree.core.images import decode_image
     from labelfree.inference.backends import Detector, DetectorSpec, OnnxRuntimeBackend
 
-    detector = Detector(OnnxRuntimeBackend(det), DetectorSpec.from_dir(det))
+    detector = Detector(OnnxRuntimeBackend(det, intra_op_threads=threads), DetectorSpec.from_dir(det))
     for _ in range(10):
         detector.detect([decode_image(data)])
     start.wait()
@@ -241,12 +241,14 @@ def _bare_process(det: str, data: bytes, n: int, start, done) -> None:
 
 
 def bare_processes(det: Path, data: bytes, processes: int, total: int) -> float:
-    """Images/s of the in-process pipeline run by ``processes`` processes at once (no GIL shared)."""
+    """Images/s of the in-process pipeline run by ``processes`` processes at once (no GIL shared),
+    each with cores / processes ORT threads, as the API's processes get them."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     start, done = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_bare_process, args=(str(det), data, total // processes, start, done))
+    threads = max(1, len(os.sched_getaffinity(0)) // processes)
+    procs = [ctx.Process(target=_bare_process, args=(str(det), data, total // processes, threads, start, done))
              for _ in range(processes)]
     for proc in procs:
         proc.start()
@@ -363,7 +365,10 @@ def main() -> None:
 
     from labelfree.core.settings import get_settings
 
-    workers = args.api_workers or get_settings().inference_processes  # as `labelfree up` starts it
+    settings = get_settings()
+    workers = args.api_workers or settings.inference_processes  # as `labelfree up` starts it
+    if workers == settings.inference_processes:
+        env.update(settings.inference_process_env())
     port = free_port()
     api = start_api(env, port, tmp / "api.log", workers)
     url = f"http://127.0.0.1:{port}/v1/detect"

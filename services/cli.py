@@ -131,9 +131,10 @@ def up(
     for name in SERVICES:
         port = getattr(settings, f"{name}_port")
         processes = settings.inference_processes if name == "inference" else 1
+        service_env = {**env, **settings.inference_process_env()} if name == "inference" else env
         procs.append((name, _spawn([sys.executable, "-m", "uvicorn", f"labelfree.{name}.api:app",
                                     "--host", settings.api_host, "--port", str(port), "--no-access-log",
-                                    *(["--workers", str(processes)] if processes > 1 else [])], env)))
+                                    *(["--workers", str(processes)] if processes > 1 else [])], service_env)))
         console.print(f"[green]{name}[/] http://{settings.api_host}:{port}  (docs at /docs)")
     if workers:
         for queue in QUEUES:

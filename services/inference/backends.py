@@ -286,13 +286,13 @@ class Detector:
 
 
 def make_backend(kind: str, *, detector_dir: Path | None, triton_url: str = "", triton_model: str = "",
-                 triton_version: str = "", onnx_providers: str = "auto") -> Backend:
+                 triton_version: str = "", onnx_providers: str = "auto", onnx_threads: int = 0) -> Backend:
     """Build the configured backend (``kind``: ``onnxruntime`` or ``triton``)."""
     if kind == "onnxruntime":
         if detector_dir is None:
             raise LabelfreeError("unavailable", "no detector deployed: set LABELFREE_DETECTOR_DIR")
         # Serving on CPU: one run at a time (measured in bench/results/inference.md).
-        return OnnxRuntimeBackend(detector_dir, providers=onnx_providers,
+        return OnnxRuntimeBackend(detector_dir, providers=onnx_providers, intra_op_threads=onnx_threads,
                                   max_concurrent_runs=1 if _providers(onnx_providers) == ["CPUExecutionProvider"] else None)
     if kind == "triton":
         return TritonBackend(triton_url, triton_model, triton_version)

@@ -96,7 +96,7 @@ def get_detector() -> Detector:
         s = get_settings()
         backend = make_backend(s.inference_backend, detector_dir=detector_dir, triton_url=s.triton_url,
                                triton_model=s.triton_model, triton_version=s.triton_model_version,
-                               onnx_providers=s.onnx_providers)
+                               onnx_providers=s.onnx_providers, onnx_threads=s.onnx_threads)
         try:
             fresh = make_detector(backend, detector_dir)
         except BaseException:

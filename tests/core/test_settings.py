@@ -31,3 +31,15 @@ def test_placeholder_secrets_are_rejected_in_production(tmp_path, secret):
 
 def test_real_secret_is_accepted_in_production(tmp_path):
     assert Settings(environment="production", secret_key="k9-Jx2-long-random", data_dir=tmp_path).secret_key
+
+
+def test_several_inference_processes_split_the_cores_between_their_onnx_runtimes(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    auto = Settings(profile="embedded", data_dir=tmp_path)
+    assert auto.inference_processes == 4 and auto.inference_process_env() == {"LABELFREE_ONNX_THREADS": "1"}
+    two = Settings(profile="embedded", data_dir=tmp_path, inference_workers=2)
+    assert two.inference_processes == 2 and two.inference_process_env() == {"LABELFREE_ONNX_THREADS": "3"}
+    assert Settings(profile="embedded", data_dir=tmp_path, inference_workers=1).inference_process_env() == {}
+    assert Settings(profile="embedded", data_dir=tmp_path, onnx_threads=2).inference_process_env() == {}
