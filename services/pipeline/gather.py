@@ -181,9 +181,13 @@ def detector_section(model: dict, deployed: bool) -> dict:
 def detector_holdout(coco: dict, manifest: dict) -> list[str]:
     """``file_name``s of the detector's own validation split: images it never trained on.
 
-    The split is recomputed with the trainer's function from what the detector was given: the
+    Read from the manifest (``training.val_positives``); a detector trained before that was
+    recorded gets its split recomputed with the trainer's function from what it was given: the
     boxed images of the explain COCO in file order, and the seed and fractions in its manifest.
     """
+    recorded = (manifest.get("training") or {}).get("val_positives")
+    if recorded is not None:
+        return list(recorded)
     from labelfree.trainer.detector.train import TrainConfig, _split
 
     config = {**dataclasses.asdict(TrainConfig()), **((manifest.get("training") or {}).get("config") or {})}

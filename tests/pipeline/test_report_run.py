@@ -120,3 +120,10 @@ def test_report_cli_rejects_unknown_run_and_half_given_ground_truth_in_one_line(
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith(reason) and done.stderr.count("\n") == 1, done.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_detector_pictures_come_from_the_split_its_manifest_recorded():
+    from labelfree.pipeline.gather import detector_holdout
+
+    coco = {"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "bbox": [0, 0, 5, 5]}]}
+    assert detector_holdout(coco, {"training": {"val_positives": ["b.jpg", "c.jpg"]}}) == ["b.jpg", "c.jpg"]

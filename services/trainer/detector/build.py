@@ -109,6 +109,9 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
     triton_dir = write_triton_repository(onnx_path, out / "triton", input_size=config.input_size,
                                          top_k=config.top_k, instance_kind=instance_kind,
                                          max_batch_size=max(config.batch_size, 32))
+    positive_paths = {str(s.path) for s in positives}
+    # the held-out positives by their boxes-file name, so a report can show the detector on photos it never saw
+    val_positives = sorted(Path(p).relative_to(images).as_posix() for p in result.val_files if p in positive_paths)
     metrics = {"validation": result.metrics, "history": result.history,
                "note": "validation is against held-out pseudo-boxes (the teacher), not human boxes"}
     training = {
@@ -119,7 +122,7 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
         "n_boxes_teacher": int(sum(len(p.boxes) for p in positives)),
         "n_boxes_last_round": int(sum(len(p.boxes) for p in train_positives)),
         "n_unboxed": len(unboxed), "unboxed_as_negative": unboxed_as_negative,
-        "n_train": len(result.train_files), "n_val": len(result.val_files),
+        "n_train": len(result.train_files), "n_val": len(result.val_files), "val_positives": val_positives,
         "config": dataclasses.asdict(config), "provenance": provenance or {},
     }
     manifest = build_manifest(

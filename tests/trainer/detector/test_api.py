@@ -65,6 +65,9 @@ def test_post_detectors_queues_a_job_and_the_task_registers_the_model(client, sy
         model = s.get(Model, job.result["model_id"])
         assert model.kind == "detector" and model.job_id == job_id and model.name == "blobs"
         assert model.manifest["training"]["provenance"]["explain_job_id"] == explain_id
+        coco_names = {im["file_name"] for im in json.loads(synthetic["boxes"].read_text())["images"]}
+        held_out = model.manifest["training"]["val_positives"]
+        assert held_out and set(held_out) <= coco_names  # the split, by the names a report looks up
         prefix = model.store_prefix
     keys = set(store.list(prefix))
     assert {f"{prefix}/model.onnx", f"{prefix}/manifest.json",
