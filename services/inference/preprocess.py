@@ -16,7 +16,6 @@ from PIL import Image
 from labelfree.core.images import detector_resize
 
 
-
 def stretch(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
     """Stretch one RGB image to ``(size, size, 3)`` uint8.
 

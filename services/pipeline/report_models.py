@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-from labelfree.explainer.overlay import BOX_COLOUR, draw_boxes, scaled, shrink
+from labelfree.explainer.overlay import BOX_COLOUR, OVERLAY_SIDE, draw_boxes, scaled, shrink
 from labelfree.pipeline.report import thumbnail
 
-TILE_SIDE = 480
+TILE_SIDE = OVERLAY_SIDE  # the explain step stores its overlays at the report's tile size
 SHOW_CONF = 0.3  # detections drawn on tiles: MegaDetector's "typical" threshold, as detect_folder writes it
 EVAL_CONF = 0.01  # detections scored for AP, as bench/bench_detector.py scores them
 HUMAN, TEACHER, DETECTOR = (255, 255, 255), BOX_COLOUR, (0, 230, 118)
