@@ -61,6 +61,15 @@ def _baselines(truths, sizes) -> None:
     _row("centred 70% box", centre, truths, None)
 
 
+def _labeller(args, config: LabelConfig) -> ModelLabeller:
+    """The classifier on --device (auto: a GPU when one is usable, as the product does)."""
+    labeller = ModelLabeller(args.model, config, threads=args.threads, device=args.device)
+    if not getattr(args, "said_device", False):
+        print(f"classifier: {type(labeller.model).__name__} on {labeller.model.device}", flush=True)
+        args.said_device = True
+    return labeller
+
+
 def _run(labeller: ModelLabeller, items, seed: int = 0):
     start = time.perf_counter()
     records = list(label_paths(labeller, items, seed=seed))
@@ -88,7 +97,7 @@ def quality(args) -> None:
     for name in args.methods.split(","):
         if name not in variants:
             sys.exit(f"unknown method {name!r}; one of {sorted(variants)}")
-        labeller = ModelLabeller(args.model, variants[name], threads=args.threads)
+        labeller = _labeller(args, variants[name])
         note = f"n_samples={args.n_samples}" if "lime" in name else ""
         if labeller.needs_fit:
             note = _attach_foreground(labeller, args)
@@ -132,9 +141,9 @@ def samples(args) -> None:
     _baselines(truths, sizes)
     for n in [int(v) for v in args.samples.split(",")]:
         for method in args.methods.split(","):
-            labeller = ModelLabeller(args.model, LabelConfig(method=method, n_samples=n), threads=args.threads)
+            labeller = _labeller(args, LabelConfig(method=method, n_samples=n, batch_size=args.batch_size))
             preds, per = _run(labeller, items)
-            _row(f"{method} n={n}", preds, truths, per)
+            _row(f"{method} n={n}", preds, truths, per, f"{n / per:.0f} samples/s on {labeller.model.device}")
 
 
 def lime_package(args) -> None:
@@ -146,7 +155,7 @@ def lime_package(args) -> None:
     from lime import lime_image
 
     truths, sizes, items = _dev(args.limit, args.dev)
-    labeller = ModelLabeller(args.model, LabelConfig(method="lime", n_samples=args.n_samples), threads=args.threads)
+    labeller = _labeller(args, LabelConfig(method="lime", n_samples=args.n_samples))
     side = labeller.model.input_size
 
     def classifier_fn(batch: np.ndarray) -> np.ndarray:
@@ -172,7 +181,7 @@ def lime_package(args) -> None:
     per = (time.perf_counter() - start) / len(items)
     _row("lime_image defaults (quickshift, 1000 samples)", preds, truths, per)
     for method in ("foreground", "cam", "lime"):
-        ours = ModelLabeller(args.model, LabelConfig(method=method, n_samples=args.n_samples), threads=args.threads)
+        ours = _labeller(args, LabelConfig(method=method, n_samples=args.n_samples, batch_size=args.batch_size))
         note = _attach_foreground(ours, args) + "; " if ours.needs_fit else ""
         preds, per_ours = _run(ours, items)
         _row(f"ours: {method}", preds, truths, per_ours, f"{note}{per / per_ours:.0f}x faster than lime_image")
@@ -218,6 +227,8 @@ def main() -> None:
     parser.add_argument("--samples", default="64,128,256,512,1000")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--device", default="auto", help="where the classifier runs: auto, cpu or cuda")
+    parser.add_argument("--batch-size", type=int, default=LabelConfig().batch_size, help="LIME scoring batch")
     args = parser.parse_args()
     if args.command != "score" and args.model is None:
         parser.error("--model is required")

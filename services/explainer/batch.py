@@ -24,7 +24,7 @@ import numpy as np
 from labelfree.core.images import ImageDecodeError, load_rgb
 from labelfree.explainer.foreground import ForegroundModel, ForegroundStats
 from labelfree.explainer.labeller import LabelConfig, Labelled, cam_labels, label_image, presence
-from labelfree.explainer.model import OnnxClassifier, resize
+from labelfree.explainer.model import load_classifier, resize
 
 
 def image_rng(seed: int, key: str) -> np.random.Generator:
@@ -33,11 +33,14 @@ def image_rng(seed: int, key: str) -> np.random.Generator:
 
 
 class ModelLabeller:
-    """An ONNX classifier plus a LabelConfig: labels one image at a time. Load once per process/partition."""
+    """A classifier plus a LabelConfig: labels one image at a time. Load once per process/partition.
+
+    ``device``: ``auto`` runs the classifier on a GPU when one is usable (``model.load_classifier``).
+    """
 
     def __init__(self, model_dir: str | Path, config: LabelConfig = LabelConfig(), *, threads: int | None = None,
-                 foreground: ForegroundModel | None = None):
-        self.model = OnnxClassifier(model_dir, threads=threads)
+                 foreground: ForegroundModel | None = None, device: str = "auto"):
+        self.model = load_classifier(model_dir, threads=threads, device=device)
         self.model_dir = Path(model_dir)
         self.config = config
         self.foreground = foreground
@@ -52,7 +55,7 @@ class ModelLabeller:
         """Boxes for one (H, W, 3) uint8 image (see ``labeller.label_image``)."""
         if self.needs_fit:
             raise ValueError("method 'foreground' needs fit_foreground over the dataset first")
-        return label_image(image, rng=rng, config=self.config, predict_logit=self.model.logit,
+        return label_image(image, rng=rng, config=self.config, predict_logit=self.model.lime_predict,
                            run_cam=self.model.run, model_side=self.model.input_size,
                            model_threshold=self.threshold, run_features=self.model.features,
                            foreground=self.foreground)

@@ -41,6 +41,8 @@ def explain_cmd(
                                               help="foreground: load this fitted model JSON instead of fitting"),
     save_foreground: Optional[Path] = typer.Option(None, "--save-foreground",
                                                    help="foreground: also write the fitted model JSON here"),
+    device: str = typer.Option("auto", "--device",
+                               help="auto (a GPU when one is usable), cpu or cuda: where the classifier runs"),
 ) -> None:
     """Write COCO-style boxes (pixels, file_name relative to --images), one or more per image."""
     from labelfree.core.images import iter_image_files
@@ -67,9 +69,11 @@ def explain_cmd(
         _fail(f"{foreground} is not a file")
     start = time.monotonic()
     try:
-        labeller = ModelLabeller(model, config)
+        labeller = ModelLabeller(model, config, device=device)
     except LabelfreeError as exc:
         _fail(exc.detail)
+    except ValueError as exc:
+        _fail(str(exc))
     name = category or _category(labeller.model.manifest)
     fitted = None
     if config.method == "foreground":

@@ -13,6 +13,11 @@ saturated probability hardly moves when half the image is hidden).
 There is no Python loop over samples or segments: masks are drawn as one boolean
 matrix, composed into images with a gather (``masks[:, segments]``) per batch, and
 the regression is a single linear solve.
+
+A ``predict`` may also offer ``score_masks(image, segments, masks, fill=, batch_size=)``
+returning the same ``(n,)`` scores: then composing happens where the model runs (a GPU
+``TorchClassifier`` uploads the image, fill and label map once and only the boolean masks
+per batch), instead of shipping ``batch_size`` composed images per batch.
 """
 
 from __future__ import annotations
@@ -104,7 +109,14 @@ def score_masks(image: np.ndarray, segments: np.ndarray, masks: np.ndarray, pred
     """Score every perturbation: (n, K) bool masks -> (n,) float64 predict outputs.
 
     Each batch is composed with one gather, so memory is batch_size * H * W * 3 bytes.
+    A ``predict`` with its own ``score_masks`` (see the module doc) does the whole job instead.
     """
+    own = getattr(predict, "score_masks", None)
+    if own is not None:
+        out = np.asarray(own(image, segments, masks, fill=fill, batch_size=batch_size), dtype=np.float64)
+        if out.shape != (len(masks),):
+            raise ValueError(f"predict.score_masks returned shape {out.shape} for {len(masks)} masks")
+        return out
     out = np.empty(len(masks), dtype=np.float64)
     for start in range(0, len(masks), batch_size):  # loop over batches, not samples
         on = masks[start:start + batch_size][:, segments]  # (b, H, W) bool

@@ -9,11 +9,17 @@ conv reads), is not a named output of the contract; it is exposed by adding that
 an extra graph output at load time, found structurally: head ``Conv -> Clip -> Mul(coef)``.
 So every classifier MODEL_DIR ever exported has it; a graph without that shape fails with
 a clear message only when features are asked for.
+
+On a GPU the same MODEL_DIR runs in one of two ways (``load_classifier``): ONNX Runtime's CUDA
+provider when the installed build has it, else ``TorchClassifier``: the pretrained backbone the
+manifest names (its weight file's hash must match ``backbone_version``) with the head's
+``coef`` and ``intercept`` read from the graph, on CUDA. Same outputs, same contract.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,50 +36,59 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-class OnnxClassifier:
-    """One ONNX Runtime session over a classifier MODEL_DIR. Not thread-safe to construct; cheap to call."""
+def _cuda_in_torch(*, probe: bool = True) -> bool:
+    """True when PyTorch sees a CUDA device. With ``probe``, torch is imported only where an
+    NVIDIA driver shows (CPU-only Spark executors skip the import)."""
+    if probe and not (Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi")):
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
-    def __init__(self, model_dir: str | Path, *, threads: int | None = None):
-        import onnxruntime as ort
 
-        model_dir = Path(model_dir)
-        onnx_path = model_dir / "model.onnx"
-        if not onnx_path.is_file():
-            raise LabelfreeError("not_found", f"{onnx_path} not found: not a classifier MODEL_DIR")
-        manifest_path = model_dir / "manifest.json"
-        self.manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        self.input_size = int(self.manifest.get("input_size", 224))
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers())
-        outputs = {o.name for o in self.session.get_outputs()}
-        missing = {"score", "logit", "cam"} - outputs
-        if missing:
-            raise LabelfreeError("invalid", f"{onnx_path} lacks outputs {sorted(missing)}")
-        self._onnx_path, self._options = onnx_path, options
-        self._feature_session = None
+def load_classifier(model_dir: str | Path, *, threads: int | None = None, device: str = "auto"):
+    """The classifier of MODEL_DIR for this machine.
 
-    def features(self, images: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 -> (N, C, S/32, S/32) float32: the backbone's last block output."""
-        if self._feature_session is None:
-            import onnxruntime as ort
+    ``device``: ``cpu`` (ONNX Runtime, CPU provider first), ``cuda`` (ONNX Runtime's CUDA
+    provider when present, else PyTorch on CUDA; raises when neither is there), ``auto``
+    (``cuda`` when a GPU is usable, else ``cpu``).
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cpu":
+        return OnnxClassifier(model_dir, threads=threads, cpu_only=True)
+    if "CUDAExecutionProvider" in providers():
+        return OnnxClassifier(model_dir, threads=threads)
+    if _cuda_in_torch(probe=device == "auto"):
+        return TorchClassifier(model_dir, device="cuda")
+    if device == "cuda":
+        raise LabelfreeError("invalid", "device 'cuda' asked for, but neither ONNX Runtime's CUDA provider "
+                                        "nor a CUDA build of PyTorch with a visible GPU is here")
+    return OnnxClassifier(model_dir, threads=threads)
 
-            graph = _with_feature_output(self._onnx_path)
-            self._feature_session = ort.InferenceSession(graph, sess_options=self._options, providers=providers())
-        images = np.ascontiguousarray(images, dtype=np.uint8)
-        if images.ndim != 4 or images.shape[3] != 3:
-            raise ValueError(f"images must be (N, H, W, 3) uint8, got shape {images.shape}")
-        return self._feature_session.run([FEATURES], {"images": images})[0]
+
+def _read_manifest(model_dir: Path) -> dict:
+    onnx_path = model_dir / "model.onnx"
+    if not onnx_path.is_file():
+        raise LabelfreeError("not_found", f"{onnx_path} not found: not a classifier MODEL_DIR")
+    manifest_path = model_dir / "manifest.json"
+    return json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+
+
+def _check_batch(images: np.ndarray) -> np.ndarray:
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    if images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"images must be (N, H, W, 3) uint8, got shape {images.shape}")
+    return images
+
+
+class _Outputs:
+    """``logit`` and ``score`` on top of ``run``: shared by both runtimes."""
 
     def run(self, images: np.ndarray, outputs: tuple[str, ...] = ("score", "logit", "cam")) -> dict[str, np.ndarray]:
-        """Run a uint8 (N, H, W, 3) batch; returns the named outputs as float32 arrays."""
-        images = np.ascontiguousarray(images, dtype=np.uint8)
-        if images.ndim != 4 or images.shape[3] != 3:
-            raise ValueError(f"images must be (N, H, W, 3) uint8, got shape {images.shape}")
-        values = self.session.run(list(outputs), {"images": images})
-        return dict(zip(outputs, values))
+        raise NotImplementedError
 
     def logit(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N,) float32 logits: the LIME target."""
@@ -82,6 +97,145 @@ class OnnxClassifier:
     def score(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N,) float32 P(positive)."""
         return self.run(images, ("score",))["score"].reshape(-1)
+
+    @property
+    def lime_predict(self):
+        """What LIME scores perturbations with (``lime.explain``'s ``predict``)."""
+        return self.logit
+
+
+class OnnxClassifier(_Outputs):
+    """One ONNX Runtime session over a classifier MODEL_DIR. Not thread-safe to construct; cheap to call."""
+
+    def __init__(self, model_dir: str | Path, *, threads: int | None = None, cpu_only: bool = False):
+        import onnxruntime as ort
+
+        model_dir = Path(model_dir)
+        onnx_path = model_dir / "model.onnx"
+        self.manifest = _read_manifest(model_dir)
+        self.device = "cpu" if cpu_only or "CUDAExecutionProvider" not in providers() else "cuda"
+        self.input_size = int(self.manifest.get("input_size", 224))
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        chosen = ["CPUExecutionProvider"] if cpu_only else providers()
+        self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=chosen)
+        outputs = {o.name for o in self.session.get_outputs()}
+        missing = {"score", "logit", "cam"} - outputs
+        if missing:
+            raise LabelfreeError("invalid", f"{onnx_path} lacks outputs {sorted(missing)}")
+        self._onnx_path, self._options, self._providers = onnx_path, options, chosen
+        self._feature_session = None
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 -> (N, C, S/32, S/32) float32: the backbone's last block output."""
+        if self._feature_session is None:
+            import onnxruntime as ort
+
+            graph = _with_feature_output(self._onnx_path)
+            self._feature_session = ort.InferenceSession(graph, sess_options=self._options,
+                                                         providers=self._providers)
+        return self._feature_session.run([FEATURES], {"images": _check_batch(images)})[0]
+
+    def run(self, images: np.ndarray, outputs: tuple[str, ...] = ("score", "logit", "cam")) -> dict[str, np.ndarray]:
+        """Run a uint8 (N, H, W, 3) batch; returns the named outputs as float32 arrays."""
+        values = self.session.run(list(outputs), {"images": _check_batch(images)})
+        return dict(zip(outputs, values))
+
+
+class TorchClassifier(_Outputs):
+    """The MODEL_DIR's network in PyTorch (for a GPU without ONNX Runtime's CUDA provider).
+
+    The backbone is rebuilt from the offline weights the manifest names; the head (``coef``,
+    ``intercept``) is read from the graph's initializers. Refuses a MODEL_DIR whose backbone
+    weights differ from the installed ones, since the outputs would silently differ.
+    """
+
+    def __init__(self, model_dir: str | Path, *, device: str = "cuda", half: bool = False):
+        import onnx
+        import torch
+        from onnx import numpy_helper
+
+        from labelfree.core.backbone import load_backbone
+
+        model_dir = Path(model_dir)
+        self.manifest = _read_manifest(model_dir)
+        self.input_size = int(self.manifest.get("input_size", 224))
+        name = self.manifest.get("backbone")
+        if not name:
+            raise LabelfreeError("invalid", f"{model_dir}/manifest.json names no backbone: cannot rebuild it in PyTorch")
+        backbone = load_backbone(name)
+        want = self.manifest.get("backbone_version")
+        if want and want != backbone.version:
+            raise LabelfreeError("invalid", f"{model_dir} was trained on backbone weights {want}, but the installed "
+                                            f"ones are {backbone.version}; use ONNX Runtime (device cpu)")
+        weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(model_dir / "model.onnx")).graph.initializer}
+        if "coef" not in weights or "intercept" not in weights:
+            raise LabelfreeError("invalid", f"{model_dir}/model.onnx has no 'coef'/'intercept' head to rebuild")
+        self.device = torch.device(device)
+        self.half = half and self.device.type == "cuda"
+        self.backbone = backbone.to(self.device).eval()
+        coef = np.array(weights["coef"], dtype=np.float32).reshape(1, -1, 1, 1)
+        self.coef = torch.from_numpy(coef).to(self.device)
+        self.intercept = float(weights["intercept"])
+
+    def _forward(self, images, features: bool = False):
+        """uint8 (N, H, W, 3), numpy or a tensor on the device -> cam (N, h, w), or the features."""
+        import torch
+
+        from labelfree.core.backbone import preprocess_uint8
+
+        x = images if isinstance(images, torch.Tensor) else torch.from_numpy(_check_batch(images)).to(self.device)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+            x = self.backbone.stem(preprocess_uint8(x))
+            for block in self.backbone.blocks:
+                x = block(x)
+            if features:
+                return x.float()
+            return (self.backbone.head(x).float() * self.coef).sum(dim=1) + self.intercept
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 -> (N, C, S/32, S/32) float32: the backbone's last block output."""
+        return self._forward(images, features=True).cpu().numpy()
+
+    def run(self, images: np.ndarray, outputs: tuple[str, ...] = ("score", "logit", "cam")) -> dict[str, np.ndarray]:
+        import torch
+
+        cam = self._forward(images)
+        logit = cam.mean(dim=(1, 2))
+        values = {"cam": cam, "logit": logit, "score": torch.sigmoid(logit)}
+        return {name: values[name].cpu().numpy() for name in outputs}
+
+    @property
+    def lime_predict(self):
+        return _TorchLogit(self)
+
+
+class _TorchLogit:
+    """LIME's ``predict`` for a TorchClassifier: composes the perturbed images on its device."""
+
+    def __init__(self, model: TorchClassifier):
+        self.model = model
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.model.logit(images)
+
+    def score_masks(self, image: np.ndarray, segments: np.ndarray, masks: np.ndarray, *, fill: np.ndarray,
+                    batch_size: int) -> np.ndarray:
+        """(n, K) bool masks -> (n,) logits; only the masks travel per batch."""
+        import torch
+
+        device = self.model.device
+        shown = torch.from_numpy(np.ascontiguousarray(image, dtype=np.uint8)).to(device)
+        hidden = torch.from_numpy(np.ascontiguousarray(fill, dtype=np.uint8)).to(device)
+        labels = torch.from_numpy(np.asarray(segments, dtype=np.int64)).to(device)
+        on_off = torch.from_numpy(np.ascontiguousarray(masks, dtype=bool)).to(device)
+        out = []
+        for start in range(0, len(masks), batch_size):
+            on = on_off[start:start + batch_size][:, labels]  # (b, H, W) bool, on the device
+            out.append(self.model._forward(torch.where(on[..., None], shown, hidden)).mean(dim=(1, 2)))
+        return torch.cat(out).double().cpu().numpy()
 
 
 FEATURES = "features"
