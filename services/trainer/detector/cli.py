@@ -47,6 +47,8 @@ def train_detector_cmd(
                                         help="deploy the int8 (QDQ) graph calibrated on training images, or the "
                                              "fp32 one (default: int8 for a cpu instance kind, fp32 for gpu)"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for training (default: torch's)"),
+    workers: int = typer.Option(0, "--workers", min=0,
+                                help="data-loading processes (decode + augment); worth it when a GPU trains"),
     resume: bool = typer.Option(True, help="continue from DET_DIR/checkpoints/last.pt when present"),
 ) -> None:
     """Train a detector on pseudo-boxes and export it (ONNX + Triton repository)."""
@@ -58,7 +60,8 @@ def train_detector_cmd(
     try:
         config = TrainConfig(input_size=input_size, epochs=epochs, min_steps=min_steps, batch_size=batch_size,
                              device=device,
-                             backbone_mode=backbone_mode, seed=seed, threads=threads, mosaic=mosaic)
+                             backbone_mode=backbone_mode, seed=seed, threads=threads, mosaic=mosaic,
+                             num_workers=workers)
         config.validate()
         manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,
                                   instance_kind=instance_kind, resume=resume,

@@ -90,29 +90,37 @@ def make_session(path: str | Path, *, threads: int | None = None, gpu: bool = Fa
 
 
 def check_onnx(detector: Detector, path: str | Path, images: np.ndarray, *, top_k: int = 100,
-               pool_kernel: int = 3, atol: float = 1e-3) -> float:
-    """Max |ONNX - PyTorch| over the scores and over the boxes of slots with distinct scores.
+               pool_kernel: int = 3, atol: float = 1e-3, floor: float = 0.05) -> float:
+    """Worst |ONNX - PyTorch| over matched detections; raises when they disagree.
 
-    ``images``: uint8 ``(N, S, S, 3)``. Boxes are compared only where a score is separated
-    from its neighbours: at exact ties top-K may order slots differently, which is harmless.
-    Raises RuntimeError above ``atol`` or when the classes disagree.
+    ``images``: uint8 ``(N, S, S, 3)``. Every detection scoring >= ``floor`` in one runtime must
+    have a twin in the other: same class, score and box within ``atol``. Slots are matched, not
+    compared in order: two neighbouring cells whose heat differs by float rounding can swap which
+    one is the peak, which shifts every lower slot of the top-K list by one (seen on a detector
+    trained end to end on a GPU: 5e-3 between neighbouring low scores, boxes equal to 2e-7).
+    Raises RuntimeError when a detection has no twin or the output shapes are off.
     """
     session = make_session(path)
     got = session.run(list(OUTPUTS), {"images": images})
     with torch.no_grad():
         want = [t.numpy() for t in ExportModel(detector.eval(), top_k, pool_kernel)(torch.from_numpy(images))]
-    score_diff = float(np.abs(got[1] - want[1]).max())
-    gaps = np.abs(np.diff(want[1], axis=1))
-    distinct = np.ones_like(want[1], dtype=bool)
-    distinct[:, 1:] &= gaps > 10 * atol
-    distinct[:, :-1] &= gaps > 10 * atol
-    box_diff = float(np.abs(got[0] - want[0])[distinct].max()) if distinct.any() else 0.0
-    worst = max(score_diff, box_diff)
-    if worst > atol or not np.array_equal(got[2][distinct], want[2][distinct]):
-        raise RuntimeError(f"ONNX and PyTorch differ: scores {score_diff:.2e}, boxes {box_diff:.2e} (atol {atol:.0e})")
     for name, array, shape in zip(OUTPUTS, got, ((top_k, 4), (top_k,), (top_k,))):
         if array.shape[1:] != shape:
             raise RuntimeError(f"ONNX output {name} has shape {array.shape}, expected (N, {shape})")
+    worst, missing = 0.0, []
+    for i in range(len(images)):
+        for name, a, b in (("PyTorch", want, got), ("ONNX", got, want)):
+            keep = a[1][i] >= floor
+            # (kept, K) distance of each kept detection of a to every slot of b
+            dist = np.maximum(np.abs(a[0][i][keep][:, None] - b[0][i][None]).max(-1),
+                              np.abs(a[1][i][keep][:, None] - b[1][i][None]))
+            dist[a[2][i][keep][:, None] != b[2][i][None]] = np.inf
+            nearest = dist.min(1) if dist.size else np.zeros(0)
+            missing += [f"image {i}: {name} score {v:.3f}" for v in a[1][i][keep][nearest > atol]]
+            worst = max([worst, *nearest[nearest <= atol].tolist()])
+    if missing:
+        raise RuntimeError(f"ONNX and PyTorch disagree: {len(missing)} detections >= {floor} without a twin "
+                           f"within {atol:.0e} ({', '.join(missing[:3])})")
     return worst
 
 

@@ -28,6 +28,16 @@ def test_onnx_matches_pytorch(trained):
     assert trained["manifest"]["onnx_check_max_abs_diff"] < 1e-3
 
 
+def test_onnx_check_catches_a_different_network(trained):
+    detector = _load_detector(trained["dir"], trained["config"])
+    with torch.no_grad():
+        for p in detector.head_parameters():
+            p.mul_(1.5)  # what a stale or mis-exported graph looks like: the same shapes, other outputs
+    images = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    with pytest.raises(RuntimeError, match="without a twin"):
+        check_onnx(detector, trained["dir"] / "model_fp32.onnx", images, top_k=20, floor=0.0)
+
+
 def test_export_output_shapes_are_fixed(trained):
     model = onnx.load(str(trained["dir"] / "model.onnx"))
     dims = {o.name: [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
