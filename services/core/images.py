@@ -71,19 +71,22 @@ def _decode_rgb(probe: Image.Image, min_side: int, preview_side: int | None = No
     return image
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1) -> Image.Image:
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1,
+                 preview_side: int | None = None) -> Image.Image:
     """Decode bytes into an RGB PIL image, EXIF orientation applied.
 
-    Raises ImageDecodeError for empty, corrupt or truncated data, for images over
-    ``max_pixels`` decoded pixels (decompression bombs) and for sides below ``min_side``.
+    ``preview_side``: a JPEG whose short side is over twice this is decoded at a reduced DCT
+    scale whose short side stays >= ``preview_side`` (see ``detector_preview_side``); the image
+    is then smaller than the file says. Raises ImageDecodeError for empty, corrupt or truncated
+    data, for images over ``max_pixels`` pixels (decompression bombs) and for sides below ``min_side``.
     """
     with _open_checked(data, max_pixels) as probe:
-        return _decode_rgb(probe, min_side)
+        return _decode_rgb(probe, min_side, preview_side)
 
 
-def load_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read a file into an (H, W, 3) uint8 RGB array."""
-    return np.asarray(decode_image(Path(path).read_bytes(), max_pixels=max_pixels))
+def load_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, preview_side: int | None = None) -> np.ndarray:
+    """Read a file into an (H, W, 3) uint8 RGB array (``preview_side`` as in ``decode_image``)."""
+    return np.asarray(decode_image(Path(path).read_bytes(), max_pixels=max_pixels, preview_side=preview_side))
 
 
 def iter_image_files(roots: Iterable[str | Path]) -> Iterator[Path]:
@@ -327,6 +330,17 @@ def strip_gps(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
 # bilinear (bench/results/detector.md).
 DETECTOR_RESAMPLE = Image.Resampling.BILINEAR
 DETECTOR_REDUCING_GAP = 1.0
+
+
+def detector_preview_side(size: int) -> int:
+    """The ``preview_side`` a detector of input ``size`` decodes photos at: 2 x ``size``.
+
+    Only a JPEG with a short side over 4 x ``size`` is affected, so a web photo of the size the
+    detector was trained on decodes in full, exactly as in training; a 12 MP camera-trap frame
+    (3000 px short side, S=128) decodes at 1/8 scale, a fraction of the full decode's cost, and
+    still has twice the pixels the stretch to ``size`` keeps (bench/results/inference.md).
+    """
+    return 2 * int(size)
 
 
 def detector_resize(image: Image.Image, size: int, box: tuple[float, float, float, float] | None = None) -> Image.Image:

@@ -17,7 +17,7 @@ from typing import Iterator
 from prometheus_client import Gauge, Histogram
 
 from labelfree.core.errors import LabelfreeError
-from labelfree.core.images import decode_image
+from labelfree.core.images import decode_image, detector_preview_side
 from labelfree.core.megadetector import image_entry
 from labelfree.core.settings import get_settings
 from labelfree.inference.backends import Detector, make_backend, make_detector
@@ -152,9 +152,14 @@ def detect_one(data: bytes, *, file: str = "image", threshold: float | None = No
         raise LabelfreeError("bad_request", f"threshold must be within [0, 1], got {threshold}")
     start = time.perf_counter()
     s = get_settings()
-    image = decode_image(data, max_pixels=s.max_image_pixels)
+    try:
+        detector = get_detector()
+    except LabelfreeError:
+        decode_image(data, max_pixels=s.max_image_pixels)  # a bad image is a 4xx even while the model is down
+        raise
+    preview = detector_preview_side(detector.spec.input_size)  # a 12 MP frame decodes at 1/8 scale
+    image = decode_image(data, max_pixels=s.max_image_pixels, preview_side=preview)
     decoded = time.perf_counter()
-    detector = get_detector()
     backend = detector.backend.name
     with _in_flight(backend, entry):
         detections = detector.detect([image], threshold=threshold)[0]

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from labelfree.core.celery_app import QUEUE_DETECT, job_task
 from labelfree.core.db import session_scope
 from labelfree.core.errors import LabelfreeError, not_found
-from labelfree.core.images import decode_image
+from labelfree.core.images import decode_image, detector_preview_side
 from labelfree.core.models import DetectionResult, Image, Survey
 from labelfree.core.settings import get_settings
 from labelfree.core.store import get_store
@@ -50,10 +50,10 @@ def _insert_ignoring_duplicates(session, rows: list[dict]) -> int:
     return session.execute(stmt).rowcount or 0
 
 
-def _load(store, key: str, max_pixels: int):
+def _load(store, key: str, max_pixels: int, preview_side: int):
     """(decoded PIL image, None) or (None, failure reason) for one stored photo."""
     try:
-        return decode_image(store.get(key), max_pixels=max_pixels), None
+        return decode_image(store.get(key), max_pixels=max_pixels, preview_side=preview_side), None
     except LabelfreeError as exc:
         return None, exc.detail
 
@@ -92,15 +92,16 @@ def run_survey_detection(job_id: str, params: dict, progress: Callable[[float], 
     todo = [im for im in images if im.id not in done]
     total = max(1, len(images))
     store, max_pixels = get_store(), get_settings().max_image_pixels
+    preview = detector_preview_side(detector.spec.input_size)
     inserted = 0
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
         # Decode batch i+1 while batch i is in the detector.
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-        pending = pool.map(lambda im: _load(store, im.store_key, max_pixels), batches[0]) if batches else None
+        pending = pool.map(lambda im: _load(store, im.store_key, max_pixels, preview), batches[0]) if batches else None
         for b, batch in enumerate(batches):
             loaded = list(pending)
             if b + 1 < len(batches):
-                pending = pool.map(lambda im: _load(store, im.store_key, max_pixels), batches[b + 1])
+                pending = pool.map(lambda im: _load(store, im.store_key, max_pixels, preview), batches[b + 1])
             detections = detect_batch(detector, [img for img, _ in loaded], threshold)
             rows = [{"job_id": job_id, "image_id": im.id, "detections": dets, "failure": failure,
                      "max_conf": max_conf(dets)}

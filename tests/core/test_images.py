@@ -168,3 +168,34 @@ def test_preview_decode_keeps_validation_and_true_size():
         sanitize_image(data[: len(data) * 2 // 3], preview_side=96)
     rotated = sanitize_image(_encode(arr, exif=_exif(orientation=6)), preview_side=96)
     assert (rotated.width, rotated.height) == (480, 640) == rotated.image.size  # re-encoded: full pixels
+
+
+def _camera_trap_jpeg(width: int, height: int) -> bytes:
+    """A smooth scene with a few sharp blobs, as a camera trap's large JPEG."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([xx / width * 200, yy / height * 180, (xx + yy) / (width + height) * 220], axis=-1)
+    for cx, cy, r in ((0.3, 0.6, 0.08), (0.7, 0.4, 0.12)):
+        rgb[(xx - cx * width) ** 2 + (yy - cy * height) ** 2 < (r * width) ** 2] = (240, 200, 60)
+    buf = io.BytesIO()
+    Image.fromarray(rgb.astype(np.uint8)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_detector_decode_of_a_large_jpeg_is_reduced_and_matches_the_full_decode():
+    from labelfree.core.images import decode_image, detector_preview_side, detector_resize
+
+    data = _camera_trap_jpeg(2400, 1800)
+    side = detector_preview_side(128)
+    reduced = decode_image(data, preview_side=side)
+    assert side <= min(reduced.size) < 1800 and reduced.size[0] * 3 == reduced.size[1] * 4
+    full = np.asarray(detector_resize(decode_image(data), 128), dtype=np.float32)
+    fast = np.asarray(detector_resize(reduced, 128), dtype=np.float32)
+    assert np.abs(full - fast).mean() < 1.5  # grey levels: what the detector sees is the same picture
+
+
+def test_detector_decode_of_a_training_size_photo_is_the_full_decode():
+    from labelfree.core.images import decode_image, detector_preview_side
+
+    data = _camera_trap_jpeg(460, 460)
+    reduced = decode_image(data, preview_side=detector_preview_side(128))
+    assert np.array_equal(np.asarray(reduced), np.asarray(decode_image(data)))

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from labelfree.core.images import ImageDecodeError, iter_image_files, load_rgb
+from labelfree.core.images import ImageDecodeError, detector_preview_side, iter_image_files, load_rgb
 from labelfree.core.megadetector import bbox_from_xyxy, build_batch, detection, image_entry
 from labelfree.trainer.detector.data import stretch_resize
 from labelfree.trainer.detector.export import make_session
@@ -63,7 +63,7 @@ class DetectorRunner:
 
 def _load(path: Path, size: int) -> np.ndarray | str:
     try:
-        return stretch_resize(load_rgb(path), size)
+        return stretch_resize(load_rgb(path, preview_side=detector_preview_side(size)), size)
     except (ImageDecodeError, OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
 
