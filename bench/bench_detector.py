@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--self-train-rounds", type=int, default=1)
     ap.add_argument("--relabel-relative", type=float, default=0.5, help="self-training: keep peaks >= this x top")
     ap.add_argument("--mosaic", type=float, default=0.0, help="share of 2x2 mosaic training views")
+    ap.add_argument("--paste", type=float, default=0.0, help="share of training views with a pasted animal")
     ap.add_argument("--threads", type=int, default=2, help="ORT threads for detection and all timing")
     ap.add_argument("--skip-train", action="store_true", help="reuse DET_DIRs that already exist")
     ap.add_argument("--json", type=Path, help="also write the report here")
@@ -123,7 +124,8 @@ def main() -> None:
         det_dirs[size] = det_dir
         if args.skip_train and (det_dir / "manifest.json").is_file():
             continue
-        config = TrainConfig(input_size=size, epochs=args.epochs, threads=args.train_threads, mosaic=args.mosaic)
+        config = TrainConfig(input_size=size, epochs=args.epochs, threads=args.train_threads, mosaic=args.mosaic,
+                             paste=args.paste)
         start = time.perf_counter()
         manifest = build_detector(args.pool, args.boxes, det_dir, negatives=args.neg, config=config,
                                   show_progress=True, self_train_rounds=args.self_train_rounds,
@@ -131,7 +133,7 @@ def main() -> None:
         report["train"][size] = {"seconds": round(time.perf_counter() - start, 1),
                                  "n_positive": manifest["training"]["n_positive"],
                                  "n_negative": manifest["training"]["n_negative"], "epochs": args.epochs,
-                                 "self_train_rounds": args.self_train_rounds, "mosaic": args.mosaic,
+                                 "self_train_rounds": args.self_train_rounds, "mosaic": args.mosaic, "paste": args.paste,
                                  "relabel_relative": args.relabel_relative,
                                  "val_vs_teacher": manifest["metrics"],
                                  "int8_vs_fp32": manifest.get("int8_vs_fp32")}

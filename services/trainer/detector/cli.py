@@ -43,6 +43,8 @@ def train_detector_cmd(
                                           help="relabel with the detector and retrain this many times"),
     mosaic: float = typer.Option(0.0, "--mosaic", min=0.0, max=1.0,
                                  help="share of training views that are 2x2 mosaics of four images"),
+    paste: float = typer.Option(0.0, "--paste", min=0.0, max=1.0,
+                                help="share of training views given one more animal cut from a one-box photo"),
     int8: Optional[bool] = typer.Option(None, "--int8/--fp32",
                                         help="deploy the int8 (QDQ) graph calibrated on training images, or the "
                                              "fp32 one (default: int8 for a cpu instance kind, fp32 for gpu)"),
@@ -60,7 +62,7 @@ def train_detector_cmd(
     try:
         config = TrainConfig(input_size=input_size, epochs=epochs, min_steps=min_steps, batch_size=batch_size,
                              device=device,
-                             backbone_mode=backbone_mode, seed=seed, threads=threads, mosaic=mosaic,
+                             backbone_mode=backbone_mode, seed=seed, threads=threads, mosaic=mosaic, paste=paste,
                              num_workers=workers)
         config.validate()
         manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,

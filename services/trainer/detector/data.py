@@ -165,6 +165,60 @@ def mosaic(tiles: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
     return canvas, np.concatenate(boxes).astype(np.float32)
 
 
+def _paste_alpha(h: int, w: int) -> np.ndarray:
+    """``(h, w, 1)`` float32 matte for a pasted box: a squircle (|x|^4 + |y|^4 <= 1) with feathered
+    edges. It keeps a box's corners (legs, ears) better than an ellipse and leaves no hard seam."""
+    yy = (np.arange(h, dtype=np.float32) + 0.5) / h * 2 - 1
+    xx = (np.arange(w, dtype=np.float32) + 0.5) / w * 2 - 1
+    r = (xx[None, :] ** 4 + yy[:, None] ** 4) ** 0.25
+    return np.clip((1.0 - r) / 0.15, 0.0, 1.0)[..., None]
+
+
+def paste_instance(view: np.ndarray, boxes: np.ndarray, donor: np.ndarray, donor_box: np.ndarray,
+                   rng: np.random.Generator, *, max_cover: float = 0.4,
+                   tries: int = 10) -> tuple[np.ndarray, np.ndarray] | None:
+    """Copy-paste: one more animal, cut from ``donor`` at ``donor_box`` (xyxy pixels), blended into
+    ``view`` (``(S, S, 3)`` uint8 with ``boxes`` normalised xyxy) beside the animals already there.
+
+    The pasted animal gets a size like theirs (0.6-1.1 x the largest box's height; a third to
+    two thirds of the view in an empty one) and covers at most ``max_cover`` of any box already
+    there, so every labelled animal stays mostly visible, as in real group photos. Returns the new
+    (view, boxes), or None when no placement fits in ``tries``.
+    """
+    s = view.shape[0]
+    x0, y0, x1, y1 = [int(round(v)) for v in donor_box]
+    crop = donor[max(y0, 0):max(y1, y0 + 1), max(x0, 0):max(x1, x0 + 1)]
+    if crop.shape[0] < 4 or crop.shape[1] < 4:
+        return None
+    aspect = crop.shape[1] / crop.shape[0]
+    ref = float((boxes[:, 3] - boxes[:, 1]).max()) if len(boxes) else rng.uniform(1 / 3, 2 / 3)
+    for _ in range(tries):
+        ph = ref * rng.uniform(0.6, 1.1) if len(boxes) else ref
+        pw = ph * aspect
+        if pw > 0.9 or ph > 0.9:
+            shrink = 0.9 / max(pw, ph)
+            pw, ph = pw * shrink, ph * shrink
+        px, py = rng.uniform(0, 1 - pw), rng.uniform(0, 1 - ph)
+        c0, r0 = int(round(px * s)), int(round(py * s))
+        c1, r1 = min(s, max(c0 + 2, int(round((px + pw) * s)))), min(s, max(r0 + 2, int(round((py + ph) * s))))
+        placed = np.array([[c0 / s, r0 / s, c1 / s, r1 / s]], np.float32)
+        if len(boxes):
+            iw = np.clip(np.minimum(boxes[:, 2], placed[0, 2]) - np.maximum(boxes[:, 0], placed[0, 0]), 0, None)
+            ih = np.clip(np.minimum(boxes[:, 3], placed[0, 3]) - np.maximum(boxes[:, 1], placed[0, 1]), 0, None)
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            if np.any(iw * ih > max_cover * np.maximum(area, 1e-6)):
+                continue
+        patch = np.asarray(Image.fromarray(crop).resize((c1 - c0, r1 - r0), Image.BILINEAR), np.float32)
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        alpha = _paste_alpha(r1 - r0, c1 - c0)
+        out = view.copy()
+        region = out[r0:r1, c0:c1].astype(np.float32)
+        out[r0:r1, c0:c1] = np.clip(alpha * patch + (1 - alpha) * region + 0.5, 0, 255).astype(np.uint8)
+        return out, np.concatenate([boxes.reshape(-1, 4), placed]).astype(np.float32)
+    return None
+
+
 class DetectionDataset(torch.utils.data.Dataset):
     """Samples -> (uint8 ``(S, S, 3)`` tensor, ``(M, 4)`` normalised xyxy, ``(M,)`` labels).
 
@@ -172,19 +226,26 @@ class DetectionDataset(torch.utils.data.Dataset):
     and data-loader workers need no shared generator. ``mosaic``: probability that a training
     view is a 2x2 mosaic of this sample and three random others (positives or negatives),
     each at half size: several separate objects per image, as in group and wide shots, which a
-    one-box-per-image teacher never shows.
+    one-box-per-image teacher never shows. ``paste``: probability that a training view gets one
+    more animal cut from a one-box sample (``paste_instance``): touching and overlapping
+    animals with a box each, which is what group photos need and the teacher cannot give.
     """
 
-    def __init__(self, samples: list[Sample], size: int, *, train: bool, seed: int = 0, mosaic: float = 0.0):
+    def __init__(self, samples: list[Sample], size: int, *, train: bool, seed: int = 0, mosaic: float = 0.0,
+                 paste: float = 0.0):
         if size % 32:
             raise ValueError(f"input size must be a multiple of 32, got {size}")
         if not 0.0 <= mosaic <= 1.0:
             raise ValueError(f"mosaic must be in [0, 1], got {mosaic}")
+        if not 0.0 <= paste <= 1.0:
+            raise ValueError(f"paste must be in [0, 1], got {paste}")
         self.samples = samples
         self.size = size
         self.train = train
         self.seed = seed
         self.mosaic = mosaic
+        self.paste = paste
+        self.donors = [j for j, smp in enumerate(samples) if len(smp.boxes) == 1]
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -206,6 +267,14 @@ class DetectionDataset(torch.utils.data.Dataset):
                 labels = np.concatenate([sample.labels] + [o.labels for o in others]).astype(np.int64)
                 return torch.from_numpy(view), torch.from_numpy(boxes), torch.from_numpy(labels)
             view, boxes = augment(image, sample.boxes, self.size, rng)
+            labels = sample.labels.copy()
+            if self.paste and self.donors and rng.random() < self.paste:
+                donor = self.samples[self.donors[int(rng.integers(len(self.donors)))]]
+                pasted = paste_instance(view, boxes, load_rgb(donor.path), donor.boxes[0], rng)
+                if pasted is not None:
+                    view, boxes = pasted
+                    labels = np.concatenate([labels, donor.labels[:1]]).astype(np.int64)
+            return torch.from_numpy(view), torch.from_numpy(boxes), torch.from_numpy(labels)
         else:
             h, w = image.shape[:2]
             view = stretch_resize(image, self.size)

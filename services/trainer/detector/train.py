@@ -64,6 +64,7 @@ class TrainConfig:
     min_steps: int = 120
     augment: bool = True
     mosaic: float = 0.0
+    paste: float = 0.0
 
     def validate(self) -> None:
         if self.input_size % 32 or self.input_size < 64:
@@ -240,7 +241,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
     train_set = DetectionDataset(train_samples, config.input_size, train=config.augment, seed=config.seed,
-                                 mosaic=config.mosaic)
+                                 mosaic=config.mosaic, paste=config.paste)
     val_set = DetectionDataset(val_pos + val_neg, config.input_size, train=False)
     n_neg_used = min(len(train_neg), round(len(train_pos) * config.neg_fraction / (1 - config.neg_fraction)))
     steps_per_epoch = max(1, (len(train_pos) + n_neg_used) // config.batch_size)

@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from labelfree.trainer.detector.data import DetectionDataset, augment, epoch_order, load_coco_boxes, mosaic
+from labelfree.trainer.detector.data import (DetectionDataset, augment, epoch_order, load_coco_boxes, mosaic,
+                                              paste_instance)
 from labelfree.trainer.detector.loss import image_targets
 from tests.trainer.detector.synthetic import make_image
 
@@ -45,6 +46,40 @@ def test_mosaic_maps_boxes_into_quadrants():
     assert np.allclose(boxes, [[0, 0, 0.5, 0.5], [0.5, 0, 1, 0.5], [0, 0.5, 0.5, 1], [0.5, 0.5, 1, 1]])
     with pytest.raises(ValueError, match="4 tiles"):
         mosaic(tiles[:3])
+
+
+def test_paste_adds_a_boxed_object_that_leaves_the_others_visible():
+    rng = np.random.default_rng(2)
+    donor, donor_boxes = make_image(128, 1, rng)
+    placed = 0
+    for trial in range(20):
+        image, boxes = make_image(128, 1, rng)
+        view, norm = augment(image, boxes, 96, rng, jitter=0.0)
+        out = paste_instance(view, norm, donor, donor_boxes[0], rng, max_cover=0.4)
+        if out is None:
+            continue
+        placed += 1
+        pasted, new = out
+        assert pasted.shape == view.shape and new.shape == (2, 4) and np.allclose(new[0], norm[0])
+        x0, y0, x1, y1 = new[1]
+        assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+        iw = max(0.0, min(x1, norm[0, 2]) - max(x0, norm[0, 0]))
+        ih = max(0.0, min(y1, norm[0, 3]) - max(y0, norm[0, 1]))
+        assert iw * ih <= 0.4 * (norm[0, 2] - norm[0, 0]) * (norm[0, 3] - norm[0, 1]) + 1e-6, trial
+        # the pasted ellipse is bright at the new box's centre
+        assert pasted[int((y0 + y1) / 2 * 96), int((x0 + x1) / 2 * 96)].mean() > 150, trial
+    assert placed >= 10
+
+
+def test_dataset_paste_gives_views_with_more_objects(synthetic):
+    samples = load_coco_boxes(synthetic["boxes"], synthetic["images"])[0]
+    plain = DetectionDataset(samples, 96, train=True, seed=3)
+    pasted = DetectionDataset(samples, 96, train=True, seed=3, paste=1.0)
+    n_plain = sum(len(plain[i][1]) for i in range(len(plain)))
+    n_pasted = sum(len(pasted[i][1]) for i in range(len(pasted)))
+    assert n_pasted > n_plain
+    with pytest.raises(ValueError, match="paste"):
+        DetectionDataset(samples, 96, train=True, paste=1.5)
 
 
 def test_epoch_order_mixes_requested_share_of_negatives():
