@@ -98,6 +98,14 @@ class ObserveMiddleware:
             request_id_var.reset(token)
 
 
+def labelfree_error_response(service: str, exc: LabelfreeError) -> JSONResponse:
+    """The JSON answer to a LabelfreeError (4xx/5xx with its code and detail, Retry-After when set);
+    counted in ``labelfree_http_errors_total``. Shared by the app's handler and pure ASGI routes."""
+    ERRORS.labels(service, exc.code).inc()
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+
 def _error_response(status: int, code: str, detail, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "detail": detail}}, status_code=status, headers=headers)
 
@@ -123,20 +131,23 @@ def cancel_job(job_id: uuid.UUID, session: Session = Depends(get_session)) -> di
     return jobs.job_to_dict(job)
 
 
-def create_app(name: str, routers: Iterable[APIRouter] = (), ready_checks: Iterable[ReadyCheck] = ()) -> FastAPI:
+def create_app(name: str, routers: Iterable[APIRouter] = (), ready_checks: Iterable[ReadyCheck] = (),
+               inner_middleware: Iterable[tuple[type, dict]] = ()) -> FastAPI:
+    """``inner_middleware``: (class, kwargs) of pure ASGI middleware that sit inside the request
+    observer (so their requests are timed, counted and logged like any other), innermost last."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     app = FastAPI(title=f"labelfree {name}", version=__version__)
     checks: list[tuple[str, ReadyCheck]] = [("database", ping_database), ("broker", ping_broker)]
     checks += [(getattr(c, "__name__", "check"), c) for c in ready_checks]
 
+    for cls, kwargs in reversed(list(inner_middleware)):
+        app.add_middleware(cls, **kwargs)
     app.add_middleware(ObserveMiddleware, service=name)
 
     @app.exception_handler(LabelfreeError)
     async def labelfree_error(_request: Request, exc: LabelfreeError):
-        ERRORS.labels(name, exc.code).inc()
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+        return labelfree_error_response(name, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):

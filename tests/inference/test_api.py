@@ -158,3 +158,22 @@ def test_metrics_expose_latency_histograms_and_in_flight_gauges(client):
 
 def test_readyz_is_ready_with_an_embedded_model(client):
     assert client.get("/readyz").status_code == 200
+
+
+def test_raw_body_fast_path_is_observed_like_any_route(client):
+    """Raw bodies take the pure ASGI route (api.RawDetectRoute); it is timed, labelled and counted
+    as /v1/detect, and its errors look and count like the FastAPI endpoint's."""
+    from labelfree.inference.api import RawDetectRoute, app
+
+    assert any(m.cls is RawDetectRoute for m in app.user_middleware)
+    ok = client.post("/v1/detect", content=_square_jpeg(), headers={"content-type": "image/jpeg"})
+    assert ok.status_code == 200 and ok.headers["x-request-id"]
+    _assert_error(client.post("/v1/detect", content=b"", headers={"content-type": "image/jpeg"}),
+                  400, "bad_request", "empty")
+    text = client.get("/metrics").text
+    assert 'method="POST",route="/v1/detect",service="inference",status="200"' in text
+    assert 'method="POST",route="/v1/detect",service="inference",status="400"' in text
+    assert 'labelfree_http_errors_total{code="bad_request",service="inference"}' in text
+    # an unusual query string goes through FastAPI's validation instead, with the same answer shape
+    _assert_error(client.post("/v1/detect?threshold=x", content=_square_jpeg(), headers={"content-type": "image/jpeg"}),
+                  422, "invalid")
