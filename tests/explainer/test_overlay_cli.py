@@ -73,3 +73,22 @@ def test_explain_foreground_fits_on_fit_images_saves_and_reloads_the_model(red_m
     assert json.loads((tmp_path / "1.json").read_text()) == json.loads((tmp_path / "2.json").read_text())
     bad = CliRunner().invoke(app, base + ["--out", str(tmp_path / "3.json"), "--foreground", str(tmp_path / "no")])
     assert bad.exit_code == 2
+
+
+def test_explain_device_cuda_without_a_gpu_is_a_clear_error_and_cpu_works(red_model_dir, tmp_path):
+    import pytest
+
+    from labelfree.explainer.model import _cuda_in_torch, providers
+
+    if "CUDAExecutionProvider" in providers() or _cuda_in_torch():
+        pytest.skip("this machine has a GPU: device cuda is valid here")
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.fromarray(scene(128, ((40, 40, 40),))).save(images / "one.png")
+    base = ["--model", str(red_model_dir), "--images", str(images), "--method", "cam"]
+    cuda = CliRunner().invoke(app, base + ["--out", str(tmp_path / "a.json"), "--device", "cuda"])
+    assert cuda.exit_code == 2 and "cuda" in cuda.output and not (tmp_path / "a.json").exists()
+    bad = CliRunner().invoke(app, base + ["--out", str(tmp_path / "b.json"), "--device", "tpu"])
+    assert bad.exit_code == 2 and "device must be" in bad.output
+    cpu = CliRunner().invoke(app, base + ["--out", str(tmp_path / "c.json"), "--device", "cpu"])
+    assert cpu.exit_code == 0, cpu.output
