@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,6 +133,8 @@ def up(
         port = getattr(settings, f"{name}_port")
         processes = settings.inference_processes if name == "inference" else 1
         service_env = {**env, **settings.inference_process_env()} if name == "inference" else env
+        if "PROMETHEUS_MULTIPROC_DIR" in service_env:  # counts of an earlier `up` must not add up
+            shutil.rmtree(service_env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
         procs.append((name, _spawn([sys.executable, "-m", "uvicorn", f"labelfree.{name}.api:app",
                                     "--host", settings.api_host, "--port", str(port), "--no-access-log",
                                     *(["--workers", str(processes)] if processes > 1 else [])], service_env)))

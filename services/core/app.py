@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -19,6 +19,7 @@ from labelfree.core import jobs
 from labelfree.core.db import get_session, ping_database
 from labelfree.core.errors import LabelfreeError
 from labelfree.core.logging import configure_logging, request_id_var
+from labelfree.core.metrics import CONTENT_TYPE_LATEST, exposition
 from labelfree.core.settings import get_settings
 
 log = logging.getLogger("labelfree.http")
@@ -27,7 +28,8 @@ REQUEST_LATENCY = Histogram(
     "labelfree_http_request_duration_seconds", "HTTP request latency", ["service", "method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-IN_FLIGHT = Gauge("labelfree_http_requests_in_flight", "HTTP requests being served", ["service"])
+IN_FLIGHT = Gauge("labelfree_http_requests_in_flight", "HTTP requests being served", ["service"],
+                  multiprocess_mode="livesum")
 ERRORS = Counter("labelfree_http_errors_total", "HTTP responses with status >= 400", ["service", "code"])
 
 ReadyCheck = Callable[[], None]
@@ -179,7 +181,7 @@ def create_app(name: str, routers: Iterable[APIRouter] = (), ready_checks: Itera
 
     @app.get("/metrics", tags=["probes"])
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(jobs_router)
     for router in routers:

@@ -99,13 +99,18 @@ class Settings(BaseSettings):
     def inference_process_env(self) -> dict[str, str]:
         """Extra environment for each of ``inference_processes`` serving processes: with several, ONNX
         Runtime gets cores / processes threads each (unless ``onnx_threads`` is set): +8% req/s with two
-        processes on 2 cores against two threads each (bench/RESULTS.md)."""
+        processes on 2 cores against two threads each (bench/RESULTS.md); and their metrics are kept
+        in one folder, so that ``/metrics`` adds up every process."""
         import os
 
         processes = self.inference_processes
-        if processes < 2 or self.onnx_threads:
+        if processes < 2:
             return {}
-        return {"LABELFREE_ONNX_THREADS": str(max(1, len(os.sched_getaffinity(0)) // processes))}
+        # one /metrics for all of them (core/metrics.py); `up` empties the folder before starting
+        env = {"PROMETHEUS_MULTIPROC_DIR": str(self.data_dir / "metrics" / "inference")}
+        if not self.onnx_threads:
+            env["LABELFREE_ONNX_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // processes))
+        return env
 
     @model_validator(mode="after")
     def _fill_profile_defaults(self) -> "Settings":

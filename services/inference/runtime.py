@@ -16,6 +16,7 @@ from typing import Iterator
 
 from prometheus_client import Gauge, Histogram
 
+import labelfree.core.metrics  # noqa: F401  (a multi-process metrics dir exists before any value)
 from labelfree.core.errors import LabelfreeError
 from labelfree.core.images import decode_image, detector_preview_side
 from labelfree.core.megadetector import image_entry
@@ -26,7 +27,8 @@ STAGE_SECONDS = Histogram(
     "labelfree_inference_stage_seconds", "Time per detection stage", ["backend", "stage"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-IN_FLIGHT = Gauge("labelfree_inference_in_flight", "Images being detected now", ["backend", "entry"])
+IN_FLIGHT = Gauge("labelfree_inference_in_flight", "Images being detected now", ["backend", "entry"],
+                  multiprocess_mode="livesum")
 IMAGES = Histogram("labelfree_inference_batch_images", "Images per backend call", ["backend"],
                    buckets=(1, 2, 4, 8, 16, 32, 64))
 

@@ -37,9 +37,11 @@ def test_several_inference_processes_split_the_cores_between_their_onnx_runtimes
     import os
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    metrics = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics" / "inference")}  # one /metrics for all
     auto = Settings(profile="embedded", data_dir=tmp_path)
-    assert auto.inference_processes == 4 and auto.inference_process_env() == {"LABELFREE_ONNX_THREADS": "1"}
+    assert auto.inference_processes == 4
+    assert auto.inference_process_env() == {"LABELFREE_ONNX_THREADS": "1", **metrics}
     two = Settings(profile="embedded", data_dir=tmp_path, inference_workers=2)
-    assert two.inference_processes == 2 and two.inference_process_env() == {"LABELFREE_ONNX_THREADS": "3"}
+    assert two.inference_processes == 2 and two.inference_process_env() == {"LABELFREE_ONNX_THREADS": "3", **metrics}
     assert Settings(profile="embedded", data_dir=tmp_path, inference_workers=1).inference_process_env() == {}
-    assert Settings(profile="embedded", data_dir=tmp_path, onnx_threads=2).inference_process_env() == {}
+    assert Settings(profile="embedded", data_dir=tmp_path, onnx_threads=2).inference_process_env() == metrics

@@ -263,3 +263,14 @@ def test_settings_accept_the_environment_the_chart_gives_a_pod(monkeypatch, ci):
     assert s.triton_url == "lf-labelfree-triton:8001" and s.inference_backend == "triton"
     assert s.spark_executor_image == "labelfree-spark:dev" and s.spark_service_account == "lf-labelfree-spark"
     assert s.grpc_port == 8001 and s.api_host == "0.0.0.0" and str(s.data_dir) == "/tmp/labelfree"
+
+
+def test_api_with_several_uvicorn_processes_shares_one_metrics_folder():
+    from tests.deploy.chart import deep_merge
+
+    one = container(render(ci_values()), "inference")
+    assert "PROMETHEUS_MULTIPROC_DIR" not in {e["name"] for e in one.get("env", [])}
+    several = container(render(deep_merge(ci_values(), {"api": {"inference": {"workers": 3}}})), "inference")
+    env = {e["name"]: e.get("value") for e in several["env"]}
+    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")  # the writable emptyDir of a read-only root
+    assert several["command"][several["command"].index("--workers") + 1] == "3"
