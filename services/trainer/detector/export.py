@@ -96,8 +96,9 @@ def check_onnx(detector: Detector, path: str | Path, images: np.ndarray, *, top_
     ``images``: uint8 ``(N, S, S, 3)``. Every detection scoring >= ``floor`` in one runtime must
     have a twin in the other: same class, score and box within ``atol``. Slots are matched, not
     compared in order: two neighbouring cells whose heat differs by float rounding can swap which
-    one is the peak, which shifts every lower slot of the top-K list by one (seen on a detector
-    trained end to end on a GPU: 5e-3 between neighbouring low scores, boxes equal to 2e-7).
+    one is the peak, which shifts every lower slot of the top-K list by one (for a detector trained
+    end to end, compared slot by slot, neighbouring low scores then differ by ~5e-3 while every box
+    agrees to 2e-7).
     Raises RuntimeError when a detection has no twin or the output shapes are off.
     """
     session = make_session(path)
