@@ -120,6 +120,7 @@ def up(
 ) -> None:
     """Start the four APIs and the workers on this machine. Ctrl-C stops everything."""
     from labelfree.core.celery_app import QUEUES
+    from labelfree.core.metrics import MULTIPROC_ENV
     from labelfree.core.migrate import upgrade
     from labelfree.core.settings import get_settings
 
@@ -133,8 +134,8 @@ def up(
         port = getattr(settings, f"{name}_port")
         processes = settings.inference_processes if name == "inference" else 1
         service_env = {**env, **settings.inference_process_env()} if name == "inference" else env
-        if "PROMETHEUS_MULTIPROC_DIR" in service_env:  # counts of an earlier `up` must not add up
-            shutil.rmtree(service_env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        if MULTIPROC_ENV in service_env:  # counts of an earlier `up` must not add up
+            shutil.rmtree(service_env[MULTIPROC_ENV], ignore_errors=True)
         procs.append((name, _spawn([sys.executable, "-m", "uvicorn", f"labelfree.{name}.api:app",
                                     "--host", settings.api_host, "--port", str(port), "--no-access-log",
                                     *(["--workers", str(processes)] if processes > 1 else [])], service_env)))

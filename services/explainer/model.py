@@ -113,13 +113,13 @@ class OnnxClassifier(_Outputs):
         model_dir = Path(model_dir)
         onnx_path = model_dir / "model.onnx"
         self.manifest = _read_manifest(model_dir)
-        self.device = "cpu" if cpu_only or "CUDAExecutionProvider" not in providers() else "cuda"
         self.input_size = int(self.manifest.get("input_size", 224))
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         chosen = ["CPUExecutionProvider"] if cpu_only else providers()
+        self.device = "cuda" if chosen[0] == "CUDAExecutionProvider" else "cpu"
         self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=chosen)
         outputs = {o.name for o in self.session.get_outputs()}
         missing = {"score", "logit", "cam"} - outputs
@@ -152,7 +152,7 @@ class TorchClassifier(_Outputs):
     weights differ from the installed ones, since the outputs would silently differ.
     """
 
-    def __init__(self, model_dir: str | Path, *, device: str = "cuda", half: bool = False):
+    def __init__(self, model_dir: str | Path, *, device: str = "cuda"):
         import onnx
         import torch
         from onnx import numpy_helper
@@ -174,7 +174,6 @@ class TorchClassifier(_Outputs):
         if "coef" not in weights or "intercept" not in weights:
             raise LabelfreeError("invalid", f"{model_dir}/model.onnx has no 'coef'/'intercept' head to rebuild")
         self.device = torch.device(device)
-        self.half = half and self.device.type == "cuda"
         self.backbone = backbone.to(self.device).eval()
         coef = np.array(weights["coef"], dtype=np.float32).reshape(1, -1, 1, 1)
         self.coef = torch.from_numpy(coef).to(self.device)
@@ -187,13 +186,13 @@ class TorchClassifier(_Outputs):
         from labelfree.core.backbone import preprocess_uint8
 
         x = images if isinstance(images, torch.Tensor) else torch.from_numpy(_check_batch(images)).to(self.device)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+        with torch.inference_mode():
             x = self.backbone.stem(preprocess_uint8(x))
             for block in self.backbone.blocks:
                 x = block(x)
             if features:
-                return x.float()
-            return (self.backbone.head(x).float() * self.coef).sum(dim=1) + self.intercept
+                return x
+            return (self.backbone.head(x) * self.coef).sum(dim=1) + self.intercept
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 -> (N, C, S/32, S/32) float32: the backbone's last block output."""

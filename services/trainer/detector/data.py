@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from labelfree.core.images import detector_resize, iter_image_files, load_rgb
+from labelfree.trainer.detector.boxops import box_area
 
 # Fill for zoomed-out borders: the ImageNet mean colour, which the backbone sees as "nothing".
 FILL_RGB = (124, 116, 104)
@@ -205,8 +206,7 @@ def paste_instance(view: np.ndarray, boxes: np.ndarray, donor: np.ndarray, donor
         if len(boxes):
             iw = np.clip(np.minimum(boxes[:, 2], placed[0, 2]) - np.maximum(boxes[:, 0], placed[0, 0]), 0, None)
             ih = np.clip(np.minimum(boxes[:, 3], placed[0, 3]) - np.maximum(boxes[:, 1], placed[0, 1]), 0, None)
-            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            if np.any(iw * ih > max_cover * np.maximum(area, 1e-6)):
+            if np.any(iw * ih > max_cover * np.maximum(box_area(boxes), 1e-6)):
                 continue
         patch = np.asarray(Image.fromarray(crop).resize((c1 - c0, r1 - r0), Image.BILINEAR), np.float32)
         if rng.random() < 0.5:
