@@ -115,3 +115,26 @@ def _one(tmp_path):
     path = tmp_path / "one.png"
     Image.fromarray(scene(128, ((40, 40, 40),))).save(path)
     return str(path)
+
+
+def test_candidates_rank_below_the_region_boxes_and_leave_them_unchanged(red_model_dir, image_dir):
+    from dataclasses import replace
+
+    from labelfree.explainer.labeller import CANDIDATE_WEIGHT
+
+    labeller = ModelLabeller(red_model_dir, replace(FG, fg_side=448, candidate_side=None))
+    fg = fit_foreground(labeller, [p for _, p in _items(image_dir)])
+    plain = {r["key"]: r for r in label_paths(labeller, _items(image_dir))}
+    with_candidates = {r["key"]: r for r in label_paths(
+        ModelLabeller(red_model_dir, replace(FG, fg_side=448, candidate_side=640), foreground=fg), _items(image_dir))}
+    added = 0
+    for key, record in plain.items():
+        more = with_candidates[key]
+        n = len(record["boxes"])
+        assert more["boxes"][:n] == record["boxes"] and more["scores"][:n] == record["scores"]
+        if len(more["boxes"]) > n:
+            assert max(more["scores"][n:]) < CANDIDATE_WEIGHT * min(record["scores"]) + 1e-6
+            added += 1
+    assert added > 0  # the 5x finer grid splits a synthetic square: candidates do appear
+    with pytest.raises(ValueError, match="candidate_side"):
+        LabelConfig(candidate_side=100)

@@ -7,7 +7,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from labelfree.explainer.cli import app
-from labelfree.explainer.labeller import LabelConfig, label_image
+from labelfree.explainer.labeller import CANDIDATE_WEIGHT, LabelConfig, label_image
 from labelfree.explainer.overlay import overlay_png, save_overlay
 from tests.explainer.synthetic import red_logit, scene
 
@@ -46,7 +46,10 @@ def test_explain_command_writes_coco_and_reports_skipped(red_model_dir, tmp_path
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert [im["file_name"] for im in data["images"]] == ["sub/one.png"]
-    assert len(data["annotations"]) == 1 and data["skipped"][0]["file_name"] == "bad.jpg"
+    assert data["skipped"][0]["file_name"] == "bad.jpg"
+    # one region box; the finer grid's candidates (if any) rank below half of it
+    scores = sorted((a["score"] for a in data["annotations"]), reverse=True)
+    assert scores and sum(s >= CANDIDATE_WEIGHT * scores[0] for s in scores) == 1
     assert (tmp_path / "ov" / "sub" / "one.png.png").is_file()
 
 

@@ -46,7 +46,7 @@ def _stretched(samples: list, size: int):
 
 def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
                    negatives: Sequence[str | Path] = (), config: TrainConfig | None = None,
-                   instance_kind: str = "cpu", pool_kernel: int = 3, min_box_score: float = 0.0,
+                   instance_kind: str = "cpu", pool_kernel: int = 3, min_box_score: float = 0.0, min_relative_score: float = 0.5,
                    unboxed_as_negative: bool = False, self_train_rounds: int = 1, relabel_relative: float = 0.5,
                    int8: bool | None = None, calibration_images: int = 256, resume: bool = True, show_progress: bool = True, provenance: dict | None = None,
                    progress: Callable[[float], None] | None = None) -> dict:
@@ -55,7 +55,8 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
     ``negatives``: extra folders of images without the object. Images listed in ``boxes`` without
     any box are skipped unless ``unboxed_as_negative``: a teacher that found nothing on a search
     result is weak evidence of absence, and training them as background would teach the detector
-    to miss exactly the hard cases. ``self_train_rounds``: times to relabel the positives with
+    to miss exactly the hard cases. Boxes under ``min_relative_score`` x their image's top box are
+    left out (the explainer's ranked candidates, see ``labeller.CANDIDATE_WEIGHT``). ``self_train_rounds``: times to relabel the positives with
     the detector and train again (see :mod:`selftrain`), keeping its peaks scoring at least
     ``relabel_relative`` x the image's top score; checkpoints of round r go to
     ``checkpoints/round<r>``. ``instance_kind``: ``cpu`` or
@@ -68,7 +69,8 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
         raise ValueError(f"--images {images} is not a directory")
     if not boxes.is_file():
         raise ValueError(f"--boxes {boxes} is not a file")
-    samples, labels, category_ids = load_coco_boxes(boxes, images, min_score=min_box_score)
+    samples, labels, category_ids = load_coco_boxes(boxes, images, min_score=min_box_score,
+                                                     min_relative_score=min_relative_score)
     positives = [s for s in samples if not s.is_negative]
     extra_negatives = negative_samples(negatives) if negatives else []
     unboxed = [s for s in samples if s.is_negative]

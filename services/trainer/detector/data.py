@@ -36,12 +36,14 @@ class Sample:
 
 
 def load_coco_boxes(boxes_json: str | Path, images_root: str | Path, *,
-                    min_score: float = 0.0) -> tuple[list[Sample], list[str], list[int]]:
+                    min_score: float = 0.0,
+                    min_relative_score: float = 0.0) -> tuple[list[Sample], list[str], list[int]]:
     """Read COCO-style boxes (``bbox`` = ``[x, y, w, h]`` pixels, ``file_name`` relative to ``images_root``).
 
     Returns (samples, class names, COCO category ids), classes in the order of ``categories``.
     An image listed without annotations (or whose boxes all fall below ``min_score``) is a
-    negative. Raises ValueError naming a missing file, unknown image id or category.
+    negative. ``min_relative_score``: a box scoring under this share of its image's top box is
+    left out (the explainer's candidate boxes, ranked below half the weakest region box). Raises ValueError naming a missing file, unknown image id or category.
     """
     root = Path(images_root)
     data = json.loads(Path(boxes_json).read_text())
@@ -64,13 +66,18 @@ def load_coco_boxes(boxes_json: str | Path, images_root: str | Path, *,
             continue
         x, y, w, h = (float(v) for v in ann["bbox"])
         if w > 0 and h > 0:
-            per_image[image_id].append((x, y, x + w, y + h, index_of[category]))
+            per_image[image_id].append((x, y, x + w, y + h, index_of[category], float(ann.get("score", 1.0))))
+    if min_relative_score > 0:
+        for image_id, rows in per_image.items():
+            if rows:
+                top = max(row[5] for row in rows)
+                per_image[image_id] = [row for row in rows if row[5] >= min_relative_score * top]
     samples = []
     for im in data["images"]:
         path = root / im["file_name"]
         if not path.is_file():
             raise ValueError(f"{boxes_json}: image {im['file_name']!r} is not under {root}")
-        rows = np.array(per_image[int(im["id"])], np.float64).reshape(-1, 5)
+        rows = np.array(per_image[int(im["id"])], np.float64).reshape(-1, 6)
         samples.append(Sample(path, rows[:, :4].astype(np.float32), rows[:, 4].astype(np.int64)))
     return samples, [str(c.get("name", c["id"])) for c in categories], cat_ids
 

@@ -109,3 +109,16 @@ def test_load_coco_boxes_reads_pixels_and_negatives(synthetic):
     assert sum(s.is_negative for s in samples) == 2
     first = samples[0]
     assert np.allclose(first.boxes, synthetic["truths"][first.path.relative_to(synthetic["images"]).as_posix()])
+
+
+def test_load_coco_boxes_leaves_out_boxes_under_a_share_of_the_image_top(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
+    anns = [{"id": i, "image_id": 1, "bbox": [i, i, 10, 10], "score": s, "category_id": 1}
+            for i, s in enumerate((0.9, 0.5, 0.2), start=1)]  # a region box, a second one, a candidate
+    (tmp_path / "boxes.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}],
+                                                     "annotations": anns, "categories": [{"id": 1, "name": "x"}]}))
+    assert len(load_coco_boxes(tmp_path / "boxes.json", tmp_path)[0][0].boxes) == 3
+    kept = load_coco_boxes(tmp_path / "boxes.json", tmp_path, min_relative_score=0.5)[0][0]
+    assert np.allclose(kept.boxes, [[1, 1, 11, 11], [2, 2, 12, 12]])
