@@ -118,7 +118,7 @@ def _attach_foreground(labeller: ModelLabeller, args) -> str:
     start = time.perf_counter()
     fitted = fit_foreground(labeller, [str(p) for p in iter_image_files([args.fit])])
     return (f"fitted on {fitted.n_images} images of {args.fit.name} in {time.perf_counter() - start:.0f}s, "
-            f"fg share {fitted.fg_share:.2f}")
+            f"fg share {fitted.fg_share:.2f}, {fitted.rounds} self-training rounds")
 
 
 def score(args) -> None:

@@ -13,6 +13,14 @@ Fitting streams: class counts, class sums and one sum of outer products, so part
 statistics from Spark partitions merge exactly (up to float64 rounding), memory is
 O(C^2) (C = 320 channels for EfficientNet-Lite0) whatever the number of images.
 
+Self-training (``self_train``): the fitted discriminant relabels every cell by its own sign and
+is refitted on those labels, until fewer than ``tol`` of the cells change label between rounds.
+The CAM's labels are a blurred, head-centred start; each round the fur-vs-background direction
+pulls the labels toward itself and away from the CAM's bleed. On lion/dev (fitted on the pool)
+CorLoc 0.777 -> 0.83 and mean IoU 0.628 -> 0.66 (bench/results/explainer.md). A round needs the
+cells' features again but no network: callers keep each image's features (float16, 125 KB at
+448) from the first pass, in memory or in a persisted Spark DataFrame.
+
 Conventions: features (C, h, w) float; labels (h, w) bool; evidence (h, w) float32 in
 discriminant units (> 0: foreground, the prior log-odds included).
 """
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -30,7 +39,8 @@ class ForegroundModel:
     """A linear cell classifier: evidence = coef . f(x, y) + intercept.
 
     side: the input side the features are taken at; coef (C,) float32; n_images, n_cells and
-    fg_share (share of cells the CAM called foreground) describe what it was fitted on.
+    fg_share (share of cells labelled foreground) describe what it was fitted on; rounds: the
+    self-training rounds after the CAM-taught fit.
     """
 
     side: int
@@ -39,6 +49,7 @@ class ForegroundModel:
     n_images: int
     n_cells: int
     fg_share: float
+    rounds: int = 0
 
     def evidence(self, features: np.ndarray) -> np.ndarray:
         """(C, h, w) features -> (h, w) float32 evidence."""
@@ -51,12 +62,17 @@ class ForegroundModel:
     def to_dict(self) -> dict:
         """JSON-friendly form (shipped to Spark executors, recorded in job results)."""
         return {"side": self.side, "coef": [float(v) for v in self.coef], "intercept": self.intercept,
-                "n_images": self.n_images, "n_cells": self.n_cells, "fg_share": self.fg_share}
+                "n_images": self.n_images, "n_cells": self.n_cells, "fg_share": self.fg_share,
+                "rounds": self.rounds}
+
+    def labels(self, features: np.ndarray) -> np.ndarray:
+        """(C, h, w) features -> (h, w) bool: the cells this model calls foreground."""
+        return self.evidence(features) > 0
 
     @classmethod
     def from_dict(cls, data: dict) -> "ForegroundModel":
         return cls(int(data["side"]), np.asarray(data["coef"], dtype=np.float32), float(data["intercept"]),
-                   int(data["n_images"]), int(data["n_cells"]), float(data["fg_share"]))
+                   int(data["n_images"]), int(data["n_cells"]), float(data["fg_share"]), int(data.get("rounds", 0)))
 
 
 class ForegroundStats:
@@ -132,3 +148,52 @@ class ForegroundStats:
         # float32 coefficients: what ships to executors, and it absorbs summation-order noise.
         return ForegroundModel(int(side), coef.astype(np.float32), round(intercept, 6), self.n_images, int(n),
                                float(self.count[1] / n))
+
+
+def features_to_bytes(features: np.ndarray) -> bytes:
+    """One image's (C, h, w) features as float16 .npy bytes: what self-training keeps per image."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(features, dtype=np.float16))
+    return buf.getvalue()
+
+
+def features_from_bytes(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data)).astype(np.float32)
+
+
+def relabelled_stats(features: Iterable[np.ndarray], model: ForegroundModel,
+                     previous: ForegroundModel | None = None) -> tuple[ForegroundStats | None, int, int]:
+    """Statistics of the cells labelled by ``model``'s sign; plus (cells whose label differs from
+    ``previous``'s, cells) for the stopping rule. Partial results of several calls merge."""
+    stats, changed, cells = None, 0, 0
+    for f in features:
+        labels = model.labels(f)
+        if previous is not None:
+            changed += int(np.count_nonzero(labels != previous.labels(f)))
+        cells += labels.size
+        stats = stats if stats is not None else ForegroundStats(f.shape[0])
+        stats.add(f, labels)
+    return stats, changed, cells
+
+
+Relabel = Callable[[ForegroundModel, "ForegroundModel | None"], "tuple[ForegroundStats | None, int, int]"]
+
+
+def self_train(model: ForegroundModel, relabel: Relabel, *, max_rounds: int = 10,
+               tol: float = 0.01) -> ForegroundModel:
+    """Refit ``model`` on its own labels until fewer than ``tol`` of the cells change label
+    between two rounds, or ``max_rounds`` refits. ``relabel(model, previous)`` returns
+    ``relabelled_stats`` over the dataset's kept features (in process or from Spark partitions).
+    """
+    previous = None
+    for _ in range(max_rounds):
+        stats, changed, cells = relabel(model, previous)
+        if stats is None:
+            break
+        if previous is not None and changed < tol * cells:
+            break  # a fixed point: another fit would barely move the labels
+        fitted = stats.fit(model.side)
+        previous, model = model, ForegroundModel(fitted.side, fitted.coef, fitted.intercept, fitted.n_images,
+                                                 fitted.n_cells, fitted.fg_share, model.rounds + 1)
+    return model
+

@@ -53,6 +53,8 @@ class LabelConfig:
     threshold: float = 0.8          # LIME: cumulative positive-weight share of selected superpixels
     cam_sizes: tuple[int, ...] = (224, 320)  # the training scale and one finer: measured best on both models
     fg_side: int = 448              # 14x14 feature cells (2x the CAM's grid), ~native photo size; not tuned
+    fg_rounds: int = 10             # foreground: at most this many self-training refits (0: the CAM-taught fit)
+    fg_tol: float = 0.01            # ... stopping when fewer than this share of cells change label
     split_h: float | None = 0.5     # watershed split of touching animals (None: connected components only)
     candidate_side: int | None = 640  # foreground: finer grid for candidate boxes (None: no candidates)
     candidate_split_h: float = 0.2  # foreground: the candidates' watershed split
@@ -69,6 +71,8 @@ class LabelConfig:
             raise ValueError(f"n_samples must be >= 2, got {self.n_samples}")
         if self.fg_side < 32 or self.fg_side % 32:
             raise ValueError(f"fg_side must be a positive multiple of 32, got {self.fg_side}")
+        if self.fg_rounds < 0 or not 0 <= self.fg_tol < 1:
+            raise ValueError(f"fg_rounds must be >= 0 and fg_tol in [0, 1), got {self.fg_rounds}, {self.fg_tol}")
         if self.candidate_side is not None and (self.candidate_side < 32 or self.candidate_side % 32):
             raise ValueError(f"candidate_side must be a positive multiple of 32, got {self.candidate_side}")
 

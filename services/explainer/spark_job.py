@@ -8,7 +8,9 @@ be readable from the executors (a shared volume or the object store's local mirr
 
 Method "foreground" runs two jobs: a first ``mapInPandas`` pass yields one row of partial
 statistics per partition (``ForegroundStats``, O(C^2) bytes, about 1 MB), the driver merges
-them and fits the per-dataset model, and the second pass ships the fitted model (a few KB
+them and fits the per-dataset model, self-training rounds re-read each positive's features
+(kept by the first pass in a persisted DataFrame, memory-and-disk) with the current model
+shipped in the task closure, and the second pass ships the fitted model (a few KB
 of JSON) to the executors inside the task closure: a broadcast that also works on Spark
 Connect, which has no SparkContext.
 """
@@ -20,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from labelfree.explainer.foreground import ForegroundModel, ForegroundStats
+from labelfree.explainer.foreground import ForegroundModel, ForegroundStats, self_train
 from labelfree.explainer.labeller import LabelConfig
 
 OUTPUT_SCHEMA = ("key string, width int, height int, probability double, boxes string, "
@@ -34,23 +36,59 @@ def _config(config: dict) -> LabelConfig:
 
 
 def _stats_fn(model_dir: str, config: dict, threads: int):
-    """mapInPandas function of the fit pass: one row of partial statistics per partition."""
+    """mapInPandas function of the fit pass: one row of partial statistics per partition, and
+    when self-training one row per counted image with its features (``stats`` null there)."""
 
     def run(frames: Iterator["pandas.DataFrame"]) -> Iterator["pandas.DataFrame"]:  # noqa: F821
         import pandas as pd
 
         from labelfree.explainer.batch import ModelLabeller, foreground_stats
 
-        labeller = ModelLabeller(model_dir, _config(config), threads=threads)
+        cfg = _config(config)
+        labeller = ModelLabeller(model_dir, cfg, threads=threads)
         stats = None
         for frame in frames:  # one ForegroundStats per partition, whatever its number of rows
-            part = foreground_stats(labeller, frame["path"])
+            kept: list[bytes] | None = [] if cfg.fg_rounds > 0 else None
+            part = foreground_stats(labeller, frame["path"], kept)
             if part is not None:
                 stats = part if stats is None else stats.merge(part)
+            if kept:
+                yield pd.DataFrame({"stats": [None] * len(kept), "features": kept})
         if stats is not None:
-            yield pd.DataFrame({"stats": [stats.to_bytes()]})
+            yield pd.DataFrame({"stats": [stats.to_bytes()], "features": [None]})
 
     return run
+
+
+def _relabel_fn(model: dict, previous: dict | None):
+    """mapInPandas function of a self-training round over kept features: one row per partition."""
+
+    def run(frames: Iterator["pandas.DataFrame"]) -> Iterator["pandas.DataFrame"]:  # noqa: F821
+        import pandas as pd
+
+        from labelfree.explainer.foreground import features_from_bytes, relabelled_stats
+
+        current = ForegroundModel.from_dict(model)
+        before = ForegroundModel.from_dict(previous) if previous is not None else None
+        stats, changed, cells = None, 0, 0
+        for frame in frames:
+            part, c, n = relabelled_stats(map(features_from_bytes, frame["features"]), current, before)
+            if part is not None:
+                stats = part if stats is None else stats.merge(part)
+            changed, cells = changed + c, cells + n
+        if stats is not None:
+            yield pd.DataFrame({"stats": [stats.to_bytes()], "changed": [changed], "cells": [cells]})
+
+    return run
+
+
+def _merged(rows) -> ForegroundStats:
+    # A fixed merge order (sorted bytes), so the float64 sums do not depend on task finish order.
+    parts = sorted(bytes(r["stats"]) for r in rows)
+    stats = ForegroundStats.from_bytes(parts[0])
+    for part in parts[1:]:
+        stats.merge(ForegroundStats.from_bytes(part))
+    return stats
 
 
 def fit_foreground_with_spark(paths: Iterable[str | Path], model_dir: str | Path, *, master: str,
@@ -65,15 +103,30 @@ def fit_foreground_with_spark(paths: Iterable[str | Path], model_dir: str | Path
     spark = spark or _session(master)
     n = partitions or max(1, min(len(paths), _parallelism(spark)))
     frame = spark.createDataFrame(pd.DataFrame({"path": paths})).repartition(n)
-    rows = frame.mapInPandas(_stats_fn(str(model_dir), asdict(config), threads_per_task), "stats binary").collect()
-    if not rows:
-        raise ValueError("no image the classifier calls positive: cannot fit the foreground model")
-    # A fixed merge order (sorted bytes), so the float64 sums do not depend on task finish order.
-    parts = sorted(bytes(r["stats"]) for r in rows)
-    stats = ForegroundStats.from_bytes(parts[0])
-    for part in parts[1:]:
-        stats.merge(ForegroundStats.from_bytes(part))
-    return stats.fit(config.fg_side)
+    out = frame.mapInPandas(_stats_fn(str(model_dir), asdict(config), threads_per_task),
+                            "stats binary, features binary")
+    if config.fg_rounds > 0:  # the rounds re-read the kept features, not the images
+        out = out.persist()
+    try:
+        rows = out.where("stats is not null").select("stats").collect()
+        if not rows:
+            raise ValueError("no image the classifier calls positive: cannot fit the foreground model")
+        model = _merged(rows).fit(config.fg_side)
+        if config.fg_rounds == 0:
+            return model
+        kept = out.where("features is not null").select("features")
+
+        def relabel(current: ForegroundModel, previous: ForegroundModel | None):
+            fn = _relabel_fn(current.to_dict(), previous.to_dict() if previous is not None else None)
+            parts = kept.mapInPandas(fn, "stats binary, changed long, cells long").collect()
+            if not parts:
+                return None, 0, 0
+            return _merged(parts), sum(r["changed"] for r in parts), sum(r["cells"] for r in parts)
+
+        return self_train(model, relabel, max_rounds=config.fg_rounds, tol=config.fg_tol)
+    finally:
+        if config.fg_rounds > 0:
+            out.unpersist()
 
 
 def overlay_path(overlay_dir: str | Path, key: str) -> Path:

@@ -44,6 +44,39 @@ def test_stats_fit_separates_two_classes_and_merges_like_one_pass():
     assert ForegroundModel.from_dict(json.loads(json.dumps(m1.to_dict()))).to_dict() == m1.to_dict()
 
 
+def test_self_training_pulls_bled_labels_back_and_stops_when_labels_settle():
+    from labelfree.explainer.foreground import features_from_bytes, features_to_bytes, relabelled_stats, self_train
+
+    rng = np.random.default_rng(1)
+    images, truths = [], []
+    for _ in range(8):  # the "CAM" also calls the background cells nearest the animal foreground (bleed)
+        fg, bg = _cells(rng, 20, 3.0), _cells(rng, 40, 0.0)
+        f = np.concatenate([fg, bg], axis=1)
+        truth = np.r_[np.ones(20, bool), np.zeros(40, bool)][:, None]
+        bled = truth | (f[0] > 1.0)
+        images.append((f, bled))
+        truths.append(truth)
+    stats = ForegroundStats(3)
+    for f, y in images:
+        stats.add(f, y)
+    first = stats.fit(64)
+    kept = [features_to_bytes(f) for f, _ in images]
+    calls = []
+
+    def relabel(model, previous):
+        calls.append(model.rounds)
+        return relabelled_stats(map(features_from_bytes, kept), model, previous)
+
+    trained = self_train(first, relabel, max_rounds=20, tol=0.01)
+    agree = lambda m: np.mean([(m.labels(f) == t).mean() for (f, _), t in zip(images, truths)])  # noqa: E731
+    assert agree(trained) > agree(first) and 1 <= trained.rounds < 20  # it moved, and it stopped by itself
+    assert calls == list(range(trained.rounds + 1))  # one relabel per refit, plus the one that found it settled
+    assert self_train(first, relabel, max_rounds=0) is first
+    assert ForegroundModel.from_dict({k: v for k, v in first.to_dict().items() if k != "rounds"}).rounds == 0
+    with pytest.raises(ValueError, match="fg_rounds"):
+        LabelConfig(fg_rounds=-1)
+
+
 def test_stats_of_one_class_give_a_constant_model_and_refuse_bad_shapes():
     stats = ForegroundStats(3)
     with pytest.raises(ValueError, match="at least one image"):
