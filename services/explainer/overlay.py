@@ -10,13 +10,15 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from skimage.segmentation import find_boundaries
 
-from labelfree.explainer.labeller import Labelled
+from labelfree.explainer.labeller import CANDIDATE_WEIGHT, Labelled
 
 BOX_COLOUR = (255, 214, 0)  # the explainer's boxes, in overlays and report tiles
+CANDIDATE_COLOUR = (0, 200, 255)  # ranked candidate boxes, thin and without a score tag
 
 
 def render_overlay(image: np.ndarray, labelled: Labelled, *, alpha: float = 0.45) -> Image.Image:
-    """An RGB PIL image: evidence in red (for) / blue (against), LIME superpixel edges, boxes in yellow.
+    """An RGB PIL image: evidence in red (for) / blue (against), LIME superpixel edges, boxes in yellow
+    with their scores, and boxes under ``CANDIDATE_WEIGHT`` x the top score (candidates) thin in cyan.
 
     image: (H, W, 3) uint8, the photo ``labelled`` was computed on.
     """
@@ -37,7 +39,7 @@ def render_overlay(image: np.ndarray, labelled: Labelled, *, alpha: float = 0.45
         arr = np.asarray(out).copy()
         arr[edges] = (arr[edges] * 0.5 + 127).astype(np.uint8)
         out = Image.fromarray(arr)
-    draw_boxes(out, labelled.boxes, labelled.scores, BOX_COLOUR)
+    draw_ranked(out, labelled.boxes, labelled.scores)
     draw, font, text = ImageDraw.Draw(out), _font(max(12, max(h, w) // 24)), f"P={labelled.probability:.3f}"
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     y = max(0, h - (bottom - top) - 8)
@@ -73,6 +75,15 @@ def draw_boxes(image: Image.Image, boxes: np.ndarray, scores: np.ndarray | None,
             draw.rectangle([x1, tag_y, x1 + right - left + 6, tag_y + bottom - top + 4], fill=colour)
             draw.text((x1 + 3, tag_y + 2 - (top - y1)), text, fill=(0, 0, 0), font=font)
     return image
+
+
+def draw_ranked(image: Image.Image, boxes: np.ndarray, scores: np.ndarray) -> Image.Image:
+    """An image's explainer boxes: those scoring at least ``CANDIDATE_WEIGHT`` x its top box in
+    ``BOX_COLOUR`` with score tags, the ranked candidates below that thin and untagged."""
+    boxes, scores = np.asarray(boxes, float).reshape(-1, 4), np.asarray(scores, float).reshape(-1)
+    strong = scores >= CANDIDATE_WEIGHT * scores.max() if len(scores) else np.zeros(0, bool)
+    draw_boxes(image, boxes[~strong], None, CANDIDATE_COLOUR, width=max(1, round(max(image.size) / 240)))
+    return draw_boxes(image, boxes[strong], scores[strong], BOX_COLOUR)
 
 
 def save_overlay(image: np.ndarray, labelled: Labelled, path: str | Path) -> Path:

@@ -300,7 +300,8 @@ def _explainer_section(report: Report) -> str:
         out.append(f"<p class='sub'>{_counted(x.get('boxes') or 0, 'box', 'boxes')} on "
                    f"{_counted(x.get('boxed_images') or 0, 'photo')} of {x.get('images') or 0:,} explained"
                    + (f"; {x['skipped']:,} unreadable" if x.get("skipped") else "") + ".</p>")
-        out.append(_legend(("#e03131", "evidence for"), ("#1c4fd8", "evidence against"), ("#ffd600", "box")))
+        out.append(_legend(("#e03131", "evidence for"), ("#1c4fd8", "evidence against"), ("#ffd600", "box"),
+                           ("#00c8ff", "candidate (ranked below half the top box)")))
     return "".join(out) + _grid(report.lime_tiles, "No explanations yet.") + "</section>"
 
 

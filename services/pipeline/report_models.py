@@ -19,13 +19,13 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from labelfree.explainer.overlay import BOX_COLOUR, OVERLAY_SIDE, draw_boxes, scaled, shrink
+from labelfree.explainer.overlay import OVERLAY_SIDE, draw_boxes, draw_ranked, scaled, shrink
 from labelfree.pipeline.report import thumbnail
 
 TILE_SIDE = OVERLAY_SIDE  # the explain step stores its overlays at the report's tile size
 SHOW_CONF = 0.3  # detections drawn on tiles: MegaDetector's "typical" threshold, as detect_folder writes it
 EVAL_CONF = 0.01  # detections scored for AP, as bench/bench_detector.py scores them
-HUMAN, TEACHER, DETECTOR = (255, 255, 255), BOX_COLOUR, (0, 230, 118)
+HUMAN, DETECTOR = (255, 255, 255), (0, 230, 118)  # the teacher: overlay.draw_ranked
 
 
 class Teacher:
@@ -58,7 +58,7 @@ def overlay_tile(image: np.ndarray, recorded: np.ndarray, scores: np.ndarray, te
     small, scale = shrink(image, TILE_SIDE)
     boxes = np.asarray(recorded, np.float32).reshape(-1, 4) * scale
     if teacher is None:
-        return thumbnail(draw_boxes(Image.fromarray(small), boxes, scores, TEACHER), TILE_SIDE), None
+        return thumbnail(draw_ranked(Image.fromarray(small), boxes, scores), TILE_SIDE), None
     from labelfree.explainer.overlay import render_overlay
 
     labelled = teacher.label(image, key)
@@ -66,7 +66,7 @@ def overlay_tile(image: np.ndarray, recorded: np.ndarray, scores: np.ndarray, te
     shown = replace(scaled(labelled, small.shape[:2], scale), boxes=np.zeros((0, 4), np.float32),
                     scores=np.zeros(0, np.float32))
     picture = render_overlay(small, shown)
-    return thumbnail(draw_boxes(picture, boxes, scores, TEACHER), TILE_SIDE), labelled.probability
+    return thumbnail(draw_ranked(picture, boxes, scores), TILE_SIDE), labelled.probability
 
 
 class DetectorModel:

@@ -95,3 +95,14 @@ def test_explain_device_cuda_without_a_gpu_is_a_clear_error_and_cpu_works(red_mo
     assert bad.exit_code == 2 and "device must be" in bad.output
     cpu = CliRunner().invoke(app, base + ["--out", str(tmp_path / "c.json"), "--device", "cpu"])
     assert cpu.exit_code == 0, cpu.output
+
+
+def test_candidates_are_drawn_thin_and_untagged_under_the_region_boxes():
+    from labelfree.explainer.overlay import BOX_COLOUR, CANDIDATE_COLOUR, draw_ranked
+
+    picture = draw_ranked(Image.new("RGB", (240, 240)), np.array([[20, 40, 100, 120], [130, 40, 220, 200]]),
+                          np.array([0.9, 0.1]))
+    arr = np.asarray(picture)
+    assert tuple(arr[80, 20]) == BOX_COLOUR and tuple(arr[100, 130]) == CANDIDATE_COLOUR
+    assert tuple(arr[100, 132]) == (0, 0, 0)  # one pixel wide at this size
+    assert not (arr[30:40, 130:160] == CANDIDATE_COLOUR).all(axis=-1).any()  # no tag above the candidate
