@@ -43,6 +43,11 @@ def explain_cmd(
                                                    help="foreground: also write the fitted model JSON here"),
     device: str = typer.Option("auto", "--device",
                                help="auto (a GPU when one is usable), cpu or cuda: where the classifier runs"),
+    fg_rounds: int = typer.Option(10, "--fg-rounds",
+                                  help="foreground: at most this many self-training refits (0: the CAM-taught "
+                                       "fit); without Spark each positive's features (125 KB) stay in memory"),
+    candidates: bool = typer.Option(True, "--candidates/--no-candidates",
+                                    help="foreground: add ranked candidate boxes from a finer grid"),
 ) -> None:
     """Write COCO-style boxes (pixels, file_name relative to --images), one or more per image."""
     from labelfree.core.images import iter_image_files
@@ -57,7 +62,8 @@ def explain_cmd(
     if samples < 2:
         _fail(f"--samples must be >= 2, got {samples}")
     try:
-        config = LabelConfig(method=method, n_samples=samples, n_segments=segments)
+        config = LabelConfig(method=method, n_samples=samples, n_segments=segments, fg_rounds=fg_rounds,
+                             candidate_side=LabelConfig.candidate_side if candidates else None)
     except ValueError as exc:
         _fail(str(exc))
     items = [(str(p.relative_to(images)), str(p)) for p in iter_image_files([images])]
