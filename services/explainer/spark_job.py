@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 from labelfree.explainer.foreground import ForegroundModel, ForegroundStats, self_train
 from labelfree.explainer.labeller import LabelConfig
 
+KEPT_CHUNK = 64  # images whose kept features (125 KB each) a fit task yields at a time
 OUTPUT_SCHEMA = ("key string, width int, height int, probability double, boxes string, "
                  "scores string, error string")
 
@@ -48,12 +49,14 @@ def _stats_fn(model_dir: str, config: dict, threads: int):
         labeller = ModelLabeller(model_dir, cfg, threads=threads)
         stats = None
         for frame in frames:  # one ForegroundStats per partition, whatever its number of rows
-            kept: list[bytes] | None = [] if cfg.fg_rounds > 0 else None
-            part = foreground_stats(labeller, frame["path"], kept)
-            if part is not None:
-                stats = part if stats is None else stats.merge(part)
-            if kept:
-                yield pd.DataFrame({"stats": [None] * len(kept), "features": kept})
+            paths = list(frame["path"])
+            for i in range(0, len(paths), KEPT_CHUNK):  # kept features leave in chunks: memory stays bounded
+                kept: list[bytes] | None = [] if cfg.fg_rounds > 0 else None
+                part = foreground_stats(labeller, paths[i:i + KEPT_CHUNK], kept)
+                if part is not None:
+                    stats = part if stats is None else stats.merge(part)
+                if kept:
+                    yield pd.DataFrame({"stats": [None] * len(kept), "features": kept})
         if stats is not None:
             yield pd.DataFrame({"stats": [stats.to_bytes()], "features": [None]})
 

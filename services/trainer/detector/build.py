@@ -46,9 +46,11 @@ def _stretched(samples: list, size: int):
 
 def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
                    negatives: Sequence[str | Path] = (), config: TrainConfig | None = None,
-                   instance_kind: str = "cpu", pool_kernel: int = 3, min_box_score: float = 0.0, min_relative_score: float = 0.5,
+                   instance_kind: str = "cpu", pool_kernel: int = 3, min_box_score: float = 0.0,
+                   min_relative_score: float = 0.5,
                    unboxed_as_negative: bool = False, self_train_rounds: int = 1, relabel_relative: float = 0.5,
-                   int8: bool | None = None, calibration_images: int = 256, resume: bool = True, show_progress: bool = True, provenance: dict | None = None,
+                   int8: bool | None = None, calibration_images: int = 256, resume: bool = True,
+                   show_progress: bool = True, provenance: dict | None = None,
                    progress: Callable[[float], None] | None = None) -> dict:
     """Train on ``boxes`` (COCO-style, ``file_name`` relative to ``images``), export to ``out``.
 
@@ -56,10 +58,10 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
     any box are skipped unless ``unboxed_as_negative``: a teacher that found nothing on a search
     result is weak evidence of absence, and training them as background would teach the detector
     to miss exactly the hard cases. Boxes under ``min_relative_score`` x their image's top box are
-    left out (the explainer's ranked candidates, see ``labeller.CANDIDATE_WEIGHT``). ``self_train_rounds``: times to relabel the positives with
-    the detector and train again (see :mod:`selftrain`), keeping its peaks scoring at least
-    ``relabel_relative`` x the image's top score; checkpoints of round r go to
-    ``checkpoints/round<r>``. ``instance_kind``: ``cpu`` or
+    left out (the explainer's ranked candidates, see ``labeller.CANDIDATE_WEIGHT``).
+    ``self_train_rounds``: times to relabel the positives with the detector and train again (see
+    :mod:`selftrain`), keeping its peaks scoring at least ``relabel_relative`` x the image's top
+    score; checkpoints of round r go to ``checkpoints/round<r>``. ``instance_kind``: ``cpu`` or
     ``gpu`` for the Triton instance group. ``provenance`` (ids of the boxes, images, classifier
     and explainer run) is stored in the manifest. Returns the manifest.
     """

@@ -43,7 +43,8 @@ def load_coco_boxes(boxes_json: str | Path, images_root: str | Path, *,
     Returns (samples, class names, COCO category ids), classes in the order of ``categories``.
     An image listed without annotations (or whose boxes all fall below ``min_score``) is a
     negative. ``min_relative_score``: a box scoring under this share of its image's top box is
-    left out (the explainer's candidate boxes, ranked below half the weakest region box). Raises ValueError naming a missing file, unknown image id or category.
+    left out (the explainer's candidate boxes, ranked below half the weakest region box).
+    Raises ValueError naming a missing file, unknown image id or category.
     """
     root = Path(images_root)
     data = json.loads(Path(boxes_json).read_text())
