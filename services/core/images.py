@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,13 @@ class ImageDecodeError(LabelfreeError):
         super().__init__(code, detail)
 
 
+
+def _reason(exc: BaseException) -> str:
+    """The decoder's message without object reprs ("<_io.BytesIO object at 0x...>"): the same bad
+    bytes give the same 4xx detail every time, and reports stay stable between runs."""
+    return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc))
+
+
 def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     """Open (not decode) ``data``; refuse empty bodies and images over ``max_pixels``."""
     if not data:
@@ -38,7 +46,7 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageDecodeError(f"image is over the limit of {max_pixels} pixels: {exc}",
                                code="payload_too_large") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"not a decodable image: {exc}") from exc
+        raise ImageDecodeError(f"not a decodable image: {_reason(exc)}") from exc
     width, height = probe.size
     if width * height > max_pixels:
         probe.close()
@@ -67,7 +75,7 @@ def _decode_rgb(probe: Image.Image, min_side: int, preview_side: int | None = No
         image = ImageOps.exif_transpose(probe)
         image = image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"not a decodable image: {exc}") from exc
+        raise ImageDecodeError(f"not a decodable image: {_reason(exc)}") from exc
     return image
 
 

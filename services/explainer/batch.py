@@ -120,8 +120,7 @@ def label_record(labeller: ModelLabeller, key: str, path: str | Path, seed: int,
     try:
         image = load_rgb(path)
     except (ImageDecodeError, OSError) as exc:
-        # Drop object reprs ("<_io.BytesIO object at 0x...>") so reports are stable between runs.
-        detail = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", getattr(exc, "detail", None) or str(exc))
+        detail = getattr(exc, "detail", None) or str(exc)  # images.decode_image keeps it free of object reprs
         return {"key": key, "width": 0, "height": 0, "probability": None, "boxes": [], "scores": [],
                 "error": detail}, None, None
     out = labeller.label(image, image_rng(seed, key))

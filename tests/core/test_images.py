@@ -199,3 +199,10 @@ def test_detector_decode_of_a_training_size_photo_is_the_full_decode():
     data = _camera_trap_jpeg(460, 460)
     reduced = decode_image(data, preview_side=detector_preview_side(128))
     assert np.array_equal(np.asarray(reduced), np.asarray(decode_image(data)))
+
+
+def test_a_bad_image_detail_names_the_problem_without_object_reprs():
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image(b"not an image at all")
+    assert err.value.detail.startswith("not a decodable image: cannot identify image file")
+    assert "0x" not in err.value.detail and "<" not in err.value.detail
