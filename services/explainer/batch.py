@@ -23,7 +23,7 @@ import numpy as np
 
 from labelfree.core.images import ImageDecodeError, load_rgb
 from labelfree.explainer.foreground import (ForegroundModel, ForegroundStats, features_from_bytes, features_to_bytes,
-                                            relabelled_stats, self_train)
+                                            relabelled_stats, self_train_levels)
 from labelfree.explainer.labeller import LabelConfig, Labelled, cam_labels, label_image, presence
 from labelfree.explainer.model import load_classifier, resize
 
@@ -58,13 +58,14 @@ class ModelLabeller:
             raise ValueError("method 'foreground' needs fit_foreground over the dataset first")
         return label_image(image, rng=rng, config=self.config, predict_logit=self.model.lime_predict,
                            run_cam=self.model.run, model_side=self.model.input_size,
-                           model_threshold=self.threshold, run_features=self.model.features,
+                           model_threshold=self.threshold, run_features=self.model.taps,
                            foreground=self.foreground)
 
     def add_to_stats(self, image: np.ndarray, stats: ForegroundStats | None,
                      kept: list[bytes] | None = None) -> ForegroundStats | None:
-        """Add one image's (fine features, CAM > 0) cells to ``stats`` (created on first use);
-        append its features to ``kept`` (float16 bytes) for self-training when given.
+        """Add one image's (features, CAM > 0) cells to ``stats`` (created on first use), at both
+        levels when ``config.fg_fine`` and the graph has the stride-16 tap; append its features
+        to ``kept`` (float16 bytes) for self-training when given.
 
         Images the classifier calls absent are left out: web positives hold some misses.
         """
@@ -72,12 +73,17 @@ class ModelLabeller:
         if presence(image, self.model.run, self.model.input_size) < (
                 cfg.present_below if cfg.present_below is not None else self.threshold):
             return stats
-        features = self.model.features(resize(image, cfg.fg_side)[None])[0]
-        labels = cam_labels(image, self.model.run, cfg.cam_sizes, features.shape[1:])
-        stats = stats if stats is not None else ForegroundStats(features.shape[0])
-        stats.add(features, labels)
+        features, fine = self.model.taps(resize(image, cfg.fg_side)[None])
+        features, fine = features[0], (fine[0] if fine is not None and cfg.fg_fine else None)
+        grids = [features.shape[1:]] + ([fine.shape[1:]] if fine is not None else [])
+        labels = cam_labels(image, self.model.run, cfg.cam_sizes, grids)
+        if stats is None:
+            stats = ForegroundStats(features.shape[0], fine.shape[0] if fine is not None else None)
+        stats.add(features, labels[0])
+        if stats.fine is not None:
+            stats.fine.add(fine, labels[1])
         if kept is not None:
-            kept.append(features_to_bytes(features))
+            kept.append(features_to_bytes(features, fine if stats.fine is not None else None))
         return stats
 
 
@@ -96,8 +102,8 @@ def foreground_stats(labeller: ModelLabeller, paths: Iterable[str | Path],
 
 
 def fit_foreground(labeller: ModelLabeller, paths: Iterable[str | Path]) -> ForegroundModel:
-    """First pass of method "foreground": fit on the dataset's images, self-train
-    (``config.fg_rounds``), attach to ``labeller``. The kept features cost 125 KB a positive.
+    """First pass of method "foreground": fit on the dataset's images, self-train each level
+    (``config.fg_rounds``), attach to ``labeller``. The kept features cost 300 KB a positive.
 
     Raises ValueError when no image is a confident positive (nothing to learn from).
     """
@@ -108,8 +114,9 @@ def fit_foreground(labeller: ModelLabeller, paths: Iterable[str | Path]) -> Fore
         raise ValueError("no image the classifier calls positive: cannot fit the foreground model")
     model = stats.fit(cfg.fg_side)
     if kept:
-        model = self_train(model, lambda m, prev: relabelled_stats(map(features_from_bytes, kept), m, prev),
-                           max_rounds=cfg.fg_rounds, tol=cfg.fg_tol)
+        model = self_train_levels(
+            model, lambda level, m, prev: relabelled_stats((features_from_bytes(b, level) for b in kept), m, prev),
+            max_rounds=cfg.fg_rounds, tol=cfg.fg_tol)
     labeller.foreground = model
     return model
 

@@ -45,7 +45,9 @@ def explain_cmd(
                                help="auto (a GPU when one is usable), cpu or cuda: where the classifier runs"),
     fg_rounds: int = typer.Option(10, "--fg-rounds",
                                   help="foreground: at most this many self-training refits (0: the CAM-taught "
-                                       "fit); without Spark each positive's features (125 KB) stay in memory"),
+                                       "fit); without Spark each positive's features (300 KB) stay in memory"),
+    fine: bool = typer.Option(True, "--fine/--no-fine",
+                              help="foreground: add a second level fitted on the stride-16 features"),
     candidates: bool = typer.Option(True, "--candidates/--no-candidates",
                                     help="foreground: add ranked candidate boxes from a finer grid"),
 ) -> None:
@@ -63,7 +65,7 @@ def explain_cmd(
         _fail(f"--samples must be >= 2, got {samples}")
     try:
         config = LabelConfig(method=method, n_samples=samples, n_segments=segments, fg_rounds=fg_rounds,
-                             candidate_side=LabelConfig.candidate_side if candidates else None)
+                             fg_fine=fine, candidate_side=LabelConfig.candidate_side if candidates else None)
     except ValueError as exc:
         _fail(str(exc))
     items = [(str(p.relative_to(images)), str(p)) for p in iter_image_files([images])]

@@ -34,12 +34,14 @@ import numpy as np
 from PIL import Image
 
 from labelfree.explainer.boxes import box_iou, mask_boxes, scale_boxes, select_segments
-from labelfree.explainer.foreground import ForegroundModel
+from labelfree.explainer.foreground import ForegroundModel, upsample
 from labelfree.explainer.lime import Explanation, Predict, explain
 
 METHODS = ("foreground", "cam", "lime", "lime+cam")
 CANDIDATE_WEIGHT = 0.5  # a candidate box scores below this x the image's weakest region box
 CANDIDATE_IOU = 0.7     # a candidate overlapping a region box this much adds nothing
+BOX_SIDE = 320          # foreground boxes are read off the evidence at most this long a side (8 px per cell of
+                        # the finest grid, 40 x 40 at 640), then scaled to the photo: the watershed costs per pixel
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class LabelConfig:
     fg_side: int = 448              # 14x14 feature cells (2x the CAM's grid), ~native photo size; not tuned
     fg_rounds: int = 10             # foreground: at most this many self-training refits (0: the CAM-taught fit)
     fg_tol: float = 0.01            # ... stopping when fewer than this share of cells change label
+    fg_fine: bool = True            # foreground: fit a second level on the stride-16 features too
     split_h: float | None = 0.5     # watershed split of touching animals (None: connected components only)
     candidate_side: int | None = 640  # foreground: finer grid for candidate boxes (None: no candidates)
     candidate_split_h: float = 0.2  # foreground: the candidates' watershed split
@@ -95,10 +98,7 @@ def _resize(image: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
 
 
-def _upsample(values: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a small float map to (H, W) float32."""
-    img = Image.fromarray(np.asarray(values, dtype=np.float32), mode="F")
-    return np.asarray(img.resize((hw[1], hw[0]), Image.BILINEAR), dtype=np.float32)
+_upsample = upsample  # bilinear resize of a small float map to (H, W) float32
 
 
 def cam_evidence(image: np.ndarray, run_cam, sizes: tuple[int, ...],
@@ -121,10 +121,10 @@ def cam_evidence(image: np.ndarray, run_cam, sizes: tuple[int, ...],
     return np.mean(maps, axis=0).astype(np.float32), prob, logit
 
 
-def cam_labels(image: np.ndarray, run_cam, sizes: tuple[int, ...], grid: tuple[int, int]) -> np.ndarray:
-    """(h, w) bool: the multi-scale CAM resampled to a feature grid, > 0 (the foreground teacher)."""
-    maps = [_upsample(run_cam(_resize(image, side)[None])["cam"][0], grid) for side in sizes]
-    return np.mean(maps, axis=0) > 0
+def cam_labels(image: np.ndarray, run_cam, sizes: tuple[int, ...], grids: list[tuple[int, int]]) -> list[np.ndarray]:
+    """(h, w) bool per grid: the multi-scale CAM resampled to each feature grid, > 0 (the foreground teacher)."""
+    cams = [run_cam(_resize(image, side)[None])["cam"][0] for side in sizes]
+    return [np.mean([_upsample(cam, tuple(grid)) for cam in cams], axis=0) > 0 for grid in grids]
 
 
 def presence(image: np.ndarray, run_cam, side: int) -> float:
@@ -152,8 +152,8 @@ def label_image(image: np.ndarray, *, rng: np.random.Generator, config: LabelCon
     run_cam: ONNX-style callable returning score/logit/cam, for CAM methods.
     model_side: LIME works on the image stretched to (model_side, model_side); boxes are scaled back.
     model_threshold: the classifier's own decision threshold, used when config.present_below is None.
-    run_features: (1, S, S, 3) uint8 -> (1, C, h, w) features, and ``foreground`` the fitted
-        ForegroundModel, for method "foreground".
+    run_features: (1, S, S, 3) uint8 -> ((1, C, h, w) features, (1, C', 2h, 2w) stride-16 features
+        or None), and ``foreground`` the fitted ForegroundModel, for method "foreground".
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got shape {image.shape} dtype {image.dtype}")
@@ -217,10 +217,7 @@ def _label_foreground(image, cfg: LabelConfig, run_cam, run_features, foreground
     prob = presence(image, run_cam, model_side)
     if prob < (cfg.present_below if cfg.present_below is not None else model_threshold):
         return Labelled(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), prob, info={"absent": True})
-    features = run_features(_resize(image, cfg.fg_side)[None])[0]
-    evidence = _upsample(foreground.evidence(features), hw)
-    boxes, share = mask_boxes(evidence > 0, evidence, min_area=cfg.min_area, min_share=cfg.min_share,
-                              merge_gap=cfg.merge_gap, split_h=cfg.split_h)
+    boxes, share, evidence = _foreground_boxes(image, cfg.fg_side, cfg, cfg.split_h, run_features, foreground)
     if len(boxes) == 0:  # no cell passes: the whole image, the honest box for a close-up
         boxes, share = np.array([[0, 0, hw[1], hw[0]]], np.float32), np.ones(1, np.float32)
     n_regions = len(boxes)
@@ -232,12 +229,25 @@ def _label_foreground(image, cfg: LabelConfig, run_cam, run_features, foreground
 
 def _with_candidates(image, boxes, share, cfg: LabelConfig, run_features, foreground: ForegroundModel):
     """Region boxes plus the finer grid's split boxes that differ from all of them, ranked below them."""
-    features = run_features(_resize(image, cfg.candidate_side)[None])[0]
-    evidence = _upsample(foreground.evidence(features), image.shape[:2])
-    extra, extra_share = mask_boxes(evidence > 0, evidence, min_area=cfg.min_area, min_share=cfg.min_share,
-                                    merge_gap=cfg.merge_gap, split_h=cfg.candidate_split_h)
+    extra, extra_share, _ = _foreground_boxes(image, cfg.candidate_side, cfg, cfg.candidate_split_h, run_features,
+                                              foreground)
     if len(extra) < 2:  # one region at the finer grid too: nothing the region boxes lack
         return boxes, share
     new = box_iou(extra, boxes).max(axis=1) < CANDIDATE_IOU
     scaled = CANDIDATE_WEIGHT * float(share.min()) * extra_share[new]
     return np.concatenate([boxes, extra[new]]), np.concatenate([share, scaled.astype(share.dtype)])
+
+
+def _foreground_boxes(image: np.ndarray, side: int, cfg: LabelConfig, split_h: float | None, run_features,
+                      foreground: ForegroundModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (pixels of ``image``) and shares of the foreground evidence for the image stretched to
+    ``side``, read off the evidence at ``BOX_SIDE``; plus that evidence map."""
+    features, fine = run_features(_resize(image, side)[None])
+    grid = foreground.evidence_map(features[0], fine[0] if fine is not None else None)
+    hw = image.shape[:2]
+    scale = min(1.0, BOX_SIDE / max(hw))
+    work = (max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale)))
+    evidence = _upsample(grid, work)
+    boxes, share = mask_boxes(evidence > 0, evidence, min_area=cfg.min_area, min_share=cfg.min_share,
+                              merge_gap=cfg.merge_gap, split_h=split_h)
+    return scale_boxes(boxes, work, hw), share, evidence

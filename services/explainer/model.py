@@ -8,7 +8,10 @@ outputs ``score`` (N,), ``logit`` (N,), ``cam`` (N, h, w)) and ``manifest.json``
 conv reads), is not a named output of the contract; it is exposed by adding that tensor as
 an extra graph output at load time, found structurally: head ``Conv -> Clip -> Mul(coef)``.
 So every classifier MODEL_DIR ever exported has it; a graph without that shape fails with
-a clear message only when features are asked for.
+a clear message only when features are asked for. ``taps`` also exposes the last stride-16
+block output (N, C', 2h, 2w), found the same way: the input of the expand conv that feeds the
+graph's last stride-2 conv. A graph without it gives ``None`` there (the foreground method
+then fits its coarse level only).
 
 On a GPU the same MODEL_DIR runs in one of two ways (``load_classifier``): ONNX Runtime's CUDA
 provider when the installed build has it, else ``TorchClassifier``: the pretrained backbone the
@@ -126,17 +129,23 @@ class OnnxClassifier(_Outputs):
         if missing:
             raise LabelfreeError("invalid", f"{onnx_path} lacks outputs {sorted(missing)}")
         self._onnx_path, self._options, self._providers = onnx_path, options, chosen
-        self._feature_session = None
+        self._feature_session = self._feature_names = None
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 -> (N, C, S/32, S/32) float32: the backbone's last block output."""
+        return self.taps(images)[0]
+
+    def taps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, S, S, 3) uint8 -> (features (N, C, S/32, S/32), fine (N, C', S/16, S/16) or None):
+        the last block output and the last stride-16 block output, from one run."""
         if self._feature_session is None:
             import onnxruntime as ort
 
-            graph = _with_feature_output(self._onnx_path)
+            graph, self._feature_names = _with_feature_output(self._onnx_path)
             self._feature_session = ort.InferenceSession(graph, sess_options=self._options,
                                                          providers=self._providers)
-        return self._feature_session.run([FEATURES], {"images": _check_batch(images)})[0]
+        out = self._feature_session.run(self._feature_names, {"images": _check_batch(images)})
+        return out[0], (out[1] if len(out) > 1 else None)
 
     def run(self, images: np.ndarray, outputs: tuple[str, ...] = ("score", "logit", "cam")) -> dict[str, np.ndarray]:
         """Run a uint8 (N, H, W, 3) batch; returns the named outputs as float32 arrays."""
@@ -180,7 +189,8 @@ class TorchClassifier(_Outputs):
         self.intercept = float(weights["intercept"])
 
     def _forward(self, images, features: bool = False):
-        """uint8 (N, H, W, 3), numpy or a tensor on the device -> cam (N, h, w), or the features."""
+        """uint8 (N, H, W, 3), numpy or a tensor on the device -> cam (N, h, w), or with ``features``
+        (last block output, last stride-16 block output)."""
         import torch
 
         from labelfree.core.backbone import preprocess_uint8
@@ -188,15 +198,23 @@ class TorchClassifier(_Outputs):
         x = images if isinstance(images, torch.Tensor) else torch.from_numpy(_check_batch(images)).to(self.device)
         with torch.inference_mode():
             x = self.backbone.stem(preprocess_uint8(x))
+            fine = None
             for block in self.backbone.blocks:
-                x = block(x)
+                before, x = x, block(x)
+                if x.shape[-1] < before.shape[-1]:  # a stride-2 block: what came in is the finer tap
+                    fine = before
             if features:
-                return x
+                return x, fine
             return (self.backbone.head(x) * self.coef).sum(dim=1) + self.intercept
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 -> (N, C, S/32, S/32) float32: the backbone's last block output."""
-        return self._forward(images, features=True).cpu().numpy()
+        return self.taps(images)[0]
+
+    def taps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """As ``OnnxClassifier.taps``: (last block output, last stride-16 block output)."""
+        coarse, fine = self._forward(images, features=True)
+        return coarse.cpu().numpy(), (fine.cpu().numpy() if fine is not None else None)
 
     def run(self, images: np.ndarray, outputs: tuple[str, ...] = ("score", "logit", "cam")) -> dict[str, np.ndarray]:
         import torch
@@ -238,10 +256,12 @@ class _TorchLogit:
 
 
 FEATURES = "features"
+FINE = "fine_features"
 
 
-def _with_feature_output(onnx_path: Path) -> bytes:
-    """The serialised graph with the head conv's input exposed as output ``features``."""
+def _with_feature_output(onnx_path: Path) -> tuple[bytes, list[str]]:
+    """The serialised graph with the head conv's input exposed as output ``features`` and, when
+    found, the last stride-16 block output as ``fine_features``; plus the names exposed."""
     import onnx
 
     model = onnx.load(str(onnx_path))
@@ -253,9 +273,32 @@ def _with_feature_output(onnx_path: Path) -> bytes:
         raise LabelfreeError("invalid", f"{onnx_path}: no head 'Conv -> Clip -> Mul(coef)' found, so no backbone "
                                         "features for the foreground method; re-export the classifier or use "
                                         "--method cam")
-    model.graph.output.append(onnx.helper.make_tensor_value_info(FEATURES, onnx.TensorProto.FLOAT, None))
-    model.graph.node.append(onnx.helper.make_node("Identity", [conv.input[0]], [FEATURES]))
-    return model.SerializeToString()
+    names = [FEATURES]
+    taps = [conv.input[0]]
+    fine = _fine_tap(model.graph.node, producers)
+    if fine is not None:
+        names.append(FINE)
+        taps.append(fine)
+    for name, tensor in zip(names, taps):
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        model.graph.node.append(onnx.helper.make_node("Identity", [tensor], [name]))
+    return model.SerializeToString(), names
+
+
+def _fine_tap(nodes, producers) -> str | None:
+    """The input of the block that last halves the resolution: walk back from the graph's last
+    stride-2 conv (the depthwise conv) through its pad/activation to the expand conv, whose input
+    is the stride-16 block output. None when the graph has no such block."""
+    strided = [n for n in nodes if n.op_type == "Conv"
+               and any(a.name == "strides" and list(a.ints) == [2, 2] for a in n.attribute)]
+    node = strided[-1] if strided else None
+    for _ in range(8):  # a handful of elementwise ops at most between the two convs
+        node = producers.get(node.input[0]) if node is not None else None
+        if node is None:
+            return None
+        if node.op_type == "Conv":
+            return node.input[0]
+    return None
 
 
 def resize(image: np.ndarray, side: int) -> np.ndarray:

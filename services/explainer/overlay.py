@@ -26,6 +26,8 @@ def render_overlay(image: np.ndarray, labelled: Labelled, *, alpha: float = 0.45
     h, w = image.shape[:2]
     if labelled.evidence is not None:
         ev = labelled.evidence.astype(np.float32)
+        if ev.shape != (h, w):  # read off at a working size (the foreground labeller's BOX_SIDE)
+            ev = np.asarray(Image.fromarray(ev, mode="F").resize((w, h), Image.BILINEAR), np.float32)
         scale = max(float(np.abs(ev).max()), 1e-6)
         pos, neg = np.clip(ev / scale, 0, 1), np.clip(-ev / scale, 0, 1)
         tint = np.stack([255 * pos, np.zeros_like(pos), 255 * neg], axis=-1)

@@ -8,7 +8,7 @@ be readable from the executors (a shared volume or the object store's local mirr
 
 Method "foreground" runs two jobs: a first ``mapInPandas`` pass yields one row of partial
 statistics per partition (``ForegroundStats``, O(C^2) bytes, about 1 MB), the driver merges
-them and fits the per-dataset model, self-training rounds re-read each positive's features
+them and fits the per-dataset model (both levels), self-training rounds re-read each positive's features
 (kept by the first pass in a persisted DataFrame, memory-and-disk) with the current model
 shipped in the task closure, and the second pass ships the fitted model (a few KB
 of JSON) to the executors inside the task closure: a broadcast that also works on Spark
@@ -22,10 +22,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from labelfree.explainer.foreground import ForegroundModel, ForegroundStats, self_train
+from labelfree.explainer.foreground import ForegroundModel, ForegroundStats, self_train_levels
 from labelfree.explainer.labeller import LabelConfig
 
-KEPT_CHUNK = 64  # images whose kept features (125 KB each) a fit task yields at a time
+KEPT_CHUNK = 64  # images whose kept features (300 KB each) a fit task yields at a time
 OUTPUT_SCHEMA = ("key string, width int, height int, probability double, boxes string, "
                  "scores string, error string")
 
@@ -63,8 +63,8 @@ def _stats_fn(model_dir: str, config: dict, threads: int):
     return run
 
 
-def _relabel_fn(model: dict, previous: dict | None):
-    """mapInPandas function of a self-training round over kept features: one row per partition."""
+def _relabel_fn(model: dict, previous: dict | None, level: int):
+    """mapInPandas function of a self-training round of one level over kept features: one row per partition."""
 
     def run(frames: Iterator["pandas.DataFrame"]) -> Iterator["pandas.DataFrame"]:  # noqa: F821
         import pandas as pd
@@ -75,7 +75,7 @@ def _relabel_fn(model: dict, previous: dict | None):
         before = ForegroundModel.from_dict(previous) if previous is not None else None
         stats, changed, cells = None, 0, 0
         for frame in frames:
-            part, c, n = relabelled_stats(map(features_from_bytes, frame["features"]), current, before)
+            part, c, n = relabelled_stats((features_from_bytes(b, level) for b in frame["features"]), current, before)
             if part is not None:
                 stats = part if stats is None else stats.merge(part)
             changed, cells = changed + c, cells + n
@@ -119,14 +119,14 @@ def fit_foreground_with_spark(paths: Iterable[str | Path], model_dir: str | Path
             return model
         kept = out.where("features is not null").select("features")
 
-        def relabel(current: ForegroundModel, previous: ForegroundModel | None):
-            fn = _relabel_fn(current.to_dict(), previous.to_dict() if previous is not None else None)
+        def relabel(level: int, current: ForegroundModel, previous: ForegroundModel | None):
+            fn = _relabel_fn(current.to_dict(), previous.to_dict() if previous is not None else None, level)
             parts = kept.mapInPandas(fn, "stats binary, changed long, cells long").collect()
             if not parts:
                 return None, 0, 0
             return _merged(parts), sum(r["changed"] for r in parts), sum(r["cells"] for r in parts)
 
-        return self_train(model, relabel, max_rounds=config.fg_rounds, tol=config.fg_tol)
+        return self_train_levels(model, relabel, max_rounds=config.fg_rounds, tol=config.fg_tol)
     finally:
         if config.fg_rounds > 0:
             out.unpersist()

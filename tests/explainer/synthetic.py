@@ -35,9 +35,11 @@ def write_red_model(model_dir) -> None:
 
     ``cam`` is an 8x8-pixel-cell map of (red share * 12 - 0.3), so a cell votes positive when
     over 2.5% of it is red; ``logit`` = mean(cam), ``score`` = sigmoid(logit).
-    Built like an exported classifier: 8x8-cell "features" (red share, green share, mean
-    blue) -> head ``Conv -> Clip -> Mul(coef)`` -> sum + intercept, so the explainer can
-    expose the features the way it does for real models.
+    Built like an exported classifier: 4x4-cell stride-16-like features (red share, green share,
+    mean blue) -> an inverted-residual-shaped downsampling (1x1 expand conv -> Clip -> stride-2
+    depthwise conv, together a 2x2 mean) -> 8x8-cell "features" -> head ``Conv -> Clip ->
+    Mul(coef)`` -> sum + intercept, so the explainer can expose both feature levels the way it
+    does for real models.
     """
     import json
     from pathlib import Path
@@ -53,6 +55,12 @@ def write_red_model(model_dir) -> None:
                 self.head.bias.zero_()
                 self.head.weight[0, 0] = 6.0   # 6 x red share: never clipped by ReLU6
                 self.head.weight[1, 1] = 1.0
+            self.expand = torch.nn.Conv2d(3, 3, 1)
+            self.down = torch.nn.Conv2d(3, 3, 2, stride=2, groups=3, bias=False)
+            with torch.no_grad():
+                self.expand.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+                self.expand.bias.zero_()
+                self.down.weight.fill_(0.25)
             self.register_buffer("coef", torch.tensor([2.0, 0.0]).view(1, 2, 1, 1))
             self.register_buffer("intercept", torch.tensor(-0.3))
 
@@ -61,7 +69,8 @@ def write_red_model(model_dir) -> None:
             red = ((x[..., 0] > 150) & (x[..., 1] < 90) & (x[..., 2] < 90)).float()
             green = (x[..., 1] > 90).float()
             channels = torch.stack([red, green, x[..., 2] / 255.0], dim=1)
-            features = torch.nn.functional.avg_pool2d(channels, 8)
+            fine = torch.nn.functional.avg_pool2d(channels, 4)
+            features = self.down(torch.clamp(self.expand(fine), 0.0, 6.0))
             head = torch.clamp(self.head(features), 0.0, 6.0)
             cam = (head * self.coef).sum(dim=1) + self.intercept
             logit = cam.mean(dim=(1, 2))

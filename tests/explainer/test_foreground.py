@@ -171,3 +171,31 @@ def test_candidates_rank_below_the_region_boxes_and_leave_them_unchanged(red_mod
     assert added > 0  # the 5x finer grid splits a synthetic square: candidates do appear
     with pytest.raises(ValueError, match="candidate_side"):
         LabelConfig(candidate_side=100)
+
+
+def test_two_levels_fit_add_their_evidence_on_the_fine_grid_and_serialise(red_model_dir, tmp_path):
+    from labelfree.explainer.foreground import features_from_bytes, features_to_bytes
+
+    for i, squares in enumerate([((40, 40, 40),), ((8, 12, 36), (84, 80, 36)), ((70, 10, 30),)]):
+        Image.fromarray(scene(128, squares)).save(tmp_path / f"{i}.png")
+    labeller = ModelLabeller(red_model_dir, FG)
+    model = fit_foreground(labeller, sorted(tmp_path.glob("*.png")))
+    assert model.fine is not None and model.fine.coef.shape == (3,) and model.fine.n_images == 3
+    coarse, fine = labeller.model.taps(np.asarray(Image.open(tmp_path / "0.png").convert("RGB"))[None])
+    both = model.evidence_map(coarse[0], fine[0])
+    assert both.shape == fine.shape[2:] == (32, 32)  # the fine grid
+    want = np.asarray(Image.fromarray(model.evidence(coarse[0])).resize((32, 32), Image.BILINEAR))
+    np.testing.assert_allclose(both, want + model.fine.evidence(fine[0]) - model.fine.prior, rtol=1e-5, atol=1e-5)
+    assert both[12, 12] > 0 > both[28, 4]  # inside the square, on the background
+    with pytest.raises(ValueError, match="stride-16"):
+        model.evidence_map(coarse[0])
+    again = ForegroundModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again.to_dict() == model.to_dict() and again.fine is not None
+    coarse_only = ForegroundModel.from_dict({k: v for k, v in model.to_dict().items() if k != "fine"})
+    assert coarse_only.fine is None and coarse_only.evidence_map(coarse[0]).shape == (16, 16)  # older fits load
+    kept = features_to_bytes(coarse[0], fine[0])
+    np.testing.assert_allclose(features_from_bytes(kept, 1), fine[0], atol=1e-3)
+    assert features_from_bytes(kept).shape == coarse[0].shape
+    flat = fit_foreground(ModelLabeller(red_model_dir, LabelConfig(**{**FG.__dict__, "fg_fine": False})),
+                          sorted(tmp_path.glob("*.png")))
+    assert flat.fine is None  # fg_fine off: the coarse level alone, as before

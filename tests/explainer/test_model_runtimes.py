@@ -34,6 +34,9 @@ def test_torch_rebuild_matches_onnx_on_every_output(lite0_model_dir):
     np.testing.assert_allclose(torch_model.logit(images), onnx_model.logit(images), atol=1e-4, rtol=1e-4)
     fine = images[:1].repeat(2, axis=1).repeat(2, axis=2)  # 448: the foreground method's features
     np.testing.assert_allclose(torch_model.features(fine), onnx_model.features(fine), atol=1e-3, rtol=1e-3)
+    (coarse_t, fine_t), (coarse_o, fine_o) = torch_model.taps(fine), onnx_model.taps(fine)
+    assert fine_o.shape == (1, 112, 28, 28) and coarse_o.shape == (1, 320, 14, 14)  # stride 16 and 32 at 448
+    np.testing.assert_allclose(fine_t, fine_o, atol=1e-3, rtol=1e-3)
 
 
 def test_torch_rebuild_refuses_other_backbone_weights(lite0_model_dir, tmp_path):

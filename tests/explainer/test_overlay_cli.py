@@ -108,15 +108,16 @@ def test_candidates_are_drawn_thin_and_untagged_under_the_region_boxes():
     assert not (arr[30:40, 130:160] == CANDIDATE_COLOUR).all(axis=-1).any()  # no tag above the candidate
 
 
-def test_explain_options_turn_self_training_and_candidates_off(red_model_dir, tmp_path):
+def test_explain_options_turn_self_training_fine_level_and_candidates_off(red_model_dir, tmp_path):
     images = tmp_path / "imgs"
     images.mkdir()
     Image.fromarray(scene(128, ((40, 40, 40),))).save(images / "one.png")
     base = ["--model", str(red_model_dir), "--images", str(images)]
     plain = CliRunner().invoke(app, base + ["--out", str(tmp_path / "p.json"), "--fg-rounds", "0", "--no-candidates",
-                                            "--save-foreground", str(tmp_path / "fg.json")])
+                                            "--no-fine", "--save-foreground", str(tmp_path / "fg.json")])
     assert plain.exit_code == 0, plain.output
-    assert json.loads((tmp_path / "fg.json").read_text())["rounds"] == 0
+    fitted = json.loads((tmp_path / "fg.json").read_text())
+    assert fitted["rounds"] == 0 and fitted["fine"] is None
     assert len(json.loads((tmp_path / "p.json").read_text())["annotations"]) == 1  # the region box alone
     bad = CliRunner().invoke(app, base + ["--out", str(tmp_path / "b.json"), "--fg-rounds", "-1"])
     assert bad.exit_code == 2 and "fg_rounds" in bad.output

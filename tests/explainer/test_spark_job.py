@@ -47,6 +47,9 @@ def test_spark_foreground_fits_once_then_labels_like_the_local_path(red_model_di
                                           partitions=2)
     assert spark_fit.n_images == local_fit.n_images == 3
     np.testing.assert_allclose(spark_fit.coef, local_fit.coef, rtol=1e-5)
+    assert spark_fit.fine is not None and local_fit.fine is not None  # both levels, fitted alike
+    np.testing.assert_allclose(spark_fit.fine.coef, local_fit.fine.coef, rtol=1e-5)
+    assert spark_fit.fine.rounds == local_fit.fine.rounds
     spark = explain_with_spark(items, red_model_dir, master="local[2]", config=config, partitions=2)
     assert spark == local
     assert len(next(r for r in spark if r["key"] == "two.png")["boxes"]) == 2
