@@ -86,6 +86,7 @@ def quality(args) -> None:
     variants = {
         "foreground": replace(base, method="foreground"),
         "foreground no split": replace(base, method="foreground", split_h=None),
+        "foreground coarse only": replace(base, method="foreground", fg_fine=False),
         "cam": replace(base, method="cam"),
         "cam 448 only": replace(base, method="cam", cam_sizes=(448,)),
         "cam no split": replace(base, method="cam", split_h=None),
