@@ -64,7 +64,10 @@ class ForegroundModel:
 
     @property
     def prior(self) -> float:
-        """The prior log-odds of foreground inside ``intercept``."""
+        """The prior log-odds of foreground inside ``intercept``; 0 for a constant model (fitted on one
+        class only), whose intercept is a sign, not prior + likelihood."""
+        if not self.coef.any():
+            return 0.0
         share = min(max(self.fg_share, 1e-6), 1 - 1e-6)
         return float(np.log(share / (1 - share)))
 

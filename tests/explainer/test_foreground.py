@@ -84,6 +84,12 @@ def test_stats_of_one_class_give_a_constant_model_and_refuse_bad_shapes():
     stats.add(np.ones((3, 2, 2)), np.ones((2, 2), bool))
     model = stats.fit(64)  # CAM positive everywhere: everything is foreground
     assert (model.evidence(np.random.default_rng(0).normal(size=(3, 4, 4))) > 0).all()
+    two = ForegroundStats(3, fine_dim=3)
+    two.add(np.ones((3, 2, 2)), np.ones((2, 2), bool))
+    two.fine.add(np.ones((3, 4, 4)), np.ones((4, 4), bool))
+    both = two.fit(64)  # a constant fine level adds its sign, not a huge "prior-free" likelihood
+    assert both.fine.prior == 0.0
+    assert (both.evidence_map(np.zeros((3, 2, 2)), np.zeros((3, 4, 4))) > 0).all()
     with pytest.raises(ValueError, match="do not match"):
         stats.add(np.zeros((4, 2, 2)), np.ones((2, 2), bool))
 
