@@ -83,7 +83,7 @@ class ModelLabeller:
         if stats.fine is not None:
             stats.fine.add(fine, labels[1])
         if kept is not None:
-            kept.append(features_to_bytes(features, fine if stats.fine is not None else None))
+            kept.append(features_to_bytes(features, fine))
         return stats
 
 

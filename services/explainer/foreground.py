@@ -110,7 +110,7 @@ class ForegroundModel:
 
 
 def upsample(values: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a small float map to (H, W) float32."""
+    """Bilinear resize (PIL) of a float map to (H, W) float32: the evidence maps' one resampler."""
     img = Image.fromarray(np.asarray(values, dtype=np.float32), mode="F")
     return np.asarray(img.resize((hw[1], hw[0]), Image.BILINEAR), dtype=np.float32)
 

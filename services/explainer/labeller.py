@@ -98,9 +98,6 @@ def _resize(image: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
 
 
-_upsample = upsample  # bilinear resize of a small float map to (H, W) float32
-
-
 def cam_evidence(image: np.ndarray, run_cam, sizes: tuple[int, ...],
                  presence_side: int = 224) -> tuple[np.ndarray, float, float]:
     """Multi-scale CAM: mean over ``sizes`` of the upsampled per-cell logit map.
@@ -114,7 +111,7 @@ def cam_evidence(image: np.ndarray, run_cam, sizes: tuple[int, ...],
         out = run_cam(_resize(image, side)[None])
         if side == presence_side:
             prob, logit = float(out["score"][0]), float(out["logit"][0])
-        maps.append(_upsample(out["cam"][0], image.shape[:2]))
+        maps.append(upsample(out["cam"][0], image.shape[:2]))
     if prob is None:
         out = run_cam(_resize(image, presence_side)[None])
         prob, logit = float(out["score"][0]), float(out["logit"][0])
@@ -124,7 +121,7 @@ def cam_evidence(image: np.ndarray, run_cam, sizes: tuple[int, ...],
 def cam_labels(image: np.ndarray, run_cam, sizes: tuple[int, ...], grids: list[tuple[int, int]]) -> list[np.ndarray]:
     """(h, w) bool per grid: the multi-scale CAM resampled to each feature grid, > 0 (the foreground teacher)."""
     cams = [run_cam(_resize(image, side)[None])["cam"][0] for side in sizes]
-    return [np.mean([_upsample(cam, tuple(grid)) for cam in cams], axis=0) > 0 for grid in grids]
+    return [np.mean([upsample(cam, tuple(grid)) for cam in cams], axis=0) > 0 for grid in grids]
 
 
 def presence(image: np.ndarray, run_cam, side: int) -> float:
@@ -189,7 +186,7 @@ def label_image(image: np.ndarray, *, rng: np.random.Generator, config: LabelCon
         boxes, share = mask_boxes(selected[explanation.segments], evidence_small, min_area=cfg.min_area,
                                   min_share=cfg.min_share, merge_gap=cfg.merge_gap, split_h=cfg.split_h)
         boxes = scale_boxes(boxes, small.shape[:2], hw)
-        evidence = _upsample(evidence_small, hw)
+        evidence = upsample(evidence_small, hw)
     else:
         evidence = cam if cfg.method == "cam" else fuse(cam, _upsample_labels(explanation, hw))
         boxes, share = mask_boxes(evidence > 0, evidence, min_area=cfg.min_area, min_share=cfg.min_share,
@@ -247,7 +244,7 @@ def _foreground_boxes(image: np.ndarray, side: int, cfg: LabelConfig, split_h: f
     hw = image.shape[:2]
     scale = min(1.0, BOX_SIDE / max(hw))
     work = (max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale)))
-    evidence = _upsample(grid, work)
+    evidence = upsample(grid, work)
     boxes, share = mask_boxes(evidence > 0, evidence, min_area=cfg.min_area, min_share=cfg.min_share,
                               merge_gap=cfg.merge_gap, split_h=split_h)
     return scale_boxes(boxes, work, hw), share, evidence

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from skimage.segmentation import find_boundaries
 
+from labelfree.explainer.foreground import upsample
 from labelfree.explainer.labeller import CANDIDATE_WEIGHT, Labelled
 
 BOX_COLOUR = (255, 214, 0)  # the explainer's boxes, in overlays and report tiles
@@ -27,7 +28,7 @@ def render_overlay(image: np.ndarray, labelled: Labelled, *, alpha: float = 0.45
     if labelled.evidence is not None:
         ev = labelled.evidence.astype(np.float32)
         if ev.shape != (h, w):  # read off at a working size (the foreground labeller's BOX_SIDE)
-            ev = np.asarray(Image.fromarray(ev, mode="F").resize((w, h), Image.BILINEAR), np.float32)
+            ev = upsample(ev, (h, w))
         scale = max(float(np.abs(ev).max()), 1e-6)
         pos, neg = np.clip(ev / scale, 0, 1), np.clip(-ev / scale, 0, 1)
         tint = np.stack([255 * pos, np.zeros_like(pos), 255 * neg], axis=-1)
@@ -115,8 +116,7 @@ def scaled(labelled: Labelled, shape: tuple[int, int], scale: float) -> Labelled
         return labelled
     evidence = labelled.evidence
     if evidence is not None:
-        evidence = np.asarray(Image.fromarray(evidence.astype(np.float32), mode="F").resize(
-            (shape[1], shape[0]), Image.BILINEAR), np.float32)
+        evidence = upsample(evidence, shape)
     boxes = np.asarray(labelled.boxes, np.float32).reshape(-1, 4) * scale
     return replace(labelled, boxes=boxes, evidence=evidence)
 
