@@ -105,6 +105,8 @@ def main() -> None:
     ap.add_argument("--relabel-relative", type=float, default=0.5, help="self-training: keep peaks >= this x top")
     ap.add_argument("--min-relative", type=float, default=0.5,
                     help="train on teacher boxes scoring >= this x the image's top box (0: candidates too)")
+    ap.add_argument("--soft", action="store_true",
+                    help="keep boxes under --min-relative as soft targets (centre heat = relative score)")
     ap.add_argument("--mosaic", type=float, default=0.0, help="share of 2x2 mosaic training views")
     ap.add_argument("--paste", type=float, default=0.0, help="share of training views with a pasted animal")
     ap.add_argument("--threads", type=int, default=2, help="ORT threads for detection and all timing")
@@ -131,12 +133,13 @@ def main() -> None:
         start = time.perf_counter()
         manifest = build_detector(args.pool, args.boxes, det_dir, negatives=args.neg, config=config,
                                   show_progress=True, self_train_rounds=args.self_train_rounds,
-                                  relabel_relative=args.relabel_relative, min_relative_score=args.min_relative)
+                                  relabel_relative=args.relabel_relative, min_relative_score=args.min_relative,
+                                  soft_candidates=args.soft)
         report["train"][size] = {"seconds": round(time.perf_counter() - start, 1),
                                  "n_positive": manifest["training"]["n_positive"],
                                  "n_negative": manifest["training"]["n_negative"], "epochs": args.epochs,
                                  "self_train_rounds": args.self_train_rounds, "mosaic": args.mosaic, "paste": args.paste,
-                                 "relabel_relative": args.relabel_relative,
+                                 "relabel_relative": args.relabel_relative, "soft": args.soft,
                                  "val_vs_teacher": manifest["metrics"],
                                  "int8_vs_fp32": manifest.get("int8_vs_fp32")}
 

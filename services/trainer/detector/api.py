@@ -17,6 +17,7 @@ from labelfree.core import jobs
 from labelfree.core.db import get_session
 from labelfree.core.errors import LabelfreeError, not_found
 from labelfree.core.models import Model
+from labelfree.trainer.detector import SOFT_CANDIDATES
 
 router = APIRouter(prefix="/v1/detectors", tags=["detectors"])
 
@@ -46,6 +47,7 @@ class DetectorRequest(BaseModel):
     name: str | None = Field(None, max_length=200)
     instance_kind: Literal["cpu", "gpu"] = "cpu"
     self_train_rounds: int = Field(1, ge=0, le=5)
+    soft_candidates: bool = SOFT_CANDIDATES
     config: DetectorConfig = Field(default_factory=DetectorConfig)
 
 
@@ -62,7 +64,8 @@ def create_detector(body: DetectorRequest, response: Response, session: Session 
         raise LabelfreeError("conflict", f"explain job {explain.id} is {explain.state}; it must have succeeded")
     explain_inputs(explain.result)
     params = {"explain_job_id": explain.id, "instance_kind": body.instance_kind, "name": body.name,
-              "self_train_rounds": body.self_train_rounds, "config": body.config.model_dump()}
+              "self_train_rounds": body.self_train_rounds, "soft_candidates": body.soft_candidates,
+              "config": body.config.model_dump()}
     return submit_job(session, response, train_detector_job, jobs.JobKind.TRAIN_DETECTOR, params,
                       project_id=explain.project_id, run_id=explain.run_id, inputs={"explain_job_id": explain.id})
 

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
+from labelfree.trainer.detector import SOFT_CANDIDATES
 from labelfree.trainer.detector.data import DetectionDataset, collate, load_coco_boxes, negative_samples
 from labelfree.trainer.detector.export import (
     TRITON_NAME,
@@ -47,7 +48,7 @@ def _stretched(samples: list, size: int):
 def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
                    negatives: Sequence[str | Path] = (), config: TrainConfig | None = None,
                    instance_kind: str = "cpu", pool_kernel: int = 3, min_box_score: float = 0.0,
-                   min_relative_score: float = 0.5,
+                   min_relative_score: float = 0.5, soft_candidates: bool = SOFT_CANDIDATES,
                    unboxed_as_negative: bool = False, self_train_rounds: int = 1, relabel_relative: float = 0.5,
                    int8: bool | None = None, calibration_images: int = 256, resume: bool = True,
                    show_progress: bool = True, provenance: dict | None = None,
@@ -58,7 +59,9 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
     any box are skipped unless ``unboxed_as_negative``: a teacher that found nothing on a search
     result is weak evidence of absence, and training them as background would teach the detector
     to miss exactly the hard cases. Boxes under ``min_relative_score`` x their image's top box are
-    left out (the explainer's ranked candidates, see ``labeller.CANDIDATE_WEIGHT``).
+    left out (the explainer's ranked candidates, see ``labeller.CANDIDATE_WEIGHT``), or with
+    ``soft_candidates`` kept as soft targets whose centres are taught their relative score
+    (``loss.focal_heat_loss``), as are the detector's own weaker peaks in self-training rounds.
     ``self_train_rounds``: times to relabel the positives with the detector and train again (see
     :mod:`selftrain`), keeping its peaks scoring at least ``relabel_relative`` x the image's top
     score; checkpoints of round r go to ``checkpoints/round<r>``. ``instance_kind``: ``cpu`` or
@@ -72,7 +75,7 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
     if not boxes.is_file():
         raise ValueError(f"--boxes {boxes} is not a file")
     samples, labels, category_ids = load_coco_boxes(boxes, images, min_score=min_box_score,
-                                                     min_relative_score=min_relative_score)
+                                                     min_relative_score=min_relative_score, soft=soft_candidates)
     positives = [s for s in samples if not s.is_negative]
     extra_negatives = negative_samples(negatives) if negatives else []
     unboxed = [s for s in samples if s.is_negative]
@@ -88,7 +91,7 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
         if r:
             train_positives = relabel(result.detector, positives, work, input_size=config.input_size,
                                       relative=relabel_relative, top_k=config.top_k,
-                                      threads=config.threads)
+                                      threads=config.threads, soft=soft_candidates)
         report = (lambda share, r=r: progress(0.9 * (r + share) / rounds)) if progress else None
         result = train_detector(train_positives, all_negatives, len(labels), work, config, resume=resume,
                                 show_progress=show_progress, progress=report)
@@ -122,7 +125,8 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
         "images": str(images.resolve()), "boxes": str(boxes.resolve()), "boxes_sha256": _sha256(boxes),
         "negatives": [str(Path(n).resolve()) for n in negatives],
         "n_positive": len(positives), "n_negative": len(all_negatives), "self_train_rounds": self_train_rounds,
-        "relabel_relative": relabel_relative,
+        "relabel_relative": relabel_relative, "min_relative_score": min_relative_score,
+        "soft_candidates": soft_candidates,
         "n_boxes_teacher": int(sum(len(p.boxes) for p in positives)),
         "n_boxes_last_round": int(sum(len(p.boxes) for p in train_positives)),
         "n_unboxed": len(unboxed), "unboxed_as_negative": unboxed_as_negative,

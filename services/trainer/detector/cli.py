@@ -12,6 +12,8 @@ from typing import List, Optional
 
 import typer
 
+from labelfree.trainer.detector import SOFT_CANDIDATES
+
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 
@@ -41,6 +43,10 @@ def train_detector_cmd(
                                           help="train images listed without boxes as negatives (default: skip them)"),
     self_train_rounds: int = typer.Option(1, "--self-train-rounds", min=0,
                                           help="relabel with the detector and retrain this many times"),
+    soft_candidates: bool = typer.Option(
+        SOFT_CANDIDATES, "--soft-candidates/--no-soft-candidates",
+        help="train on the teacher's ranked candidate boxes too, each centre taught its score relative to the "
+             "image's top box (default), or on the labels only"),
     mosaic: float = typer.Option(0.0, "--mosaic", min=0.0, max=1.0,
                                  help="share of training views that are 2x2 mosaics of four images"),
     paste: float = typer.Option(0.0, "--paste", min=0.0, max=1.0,
@@ -68,7 +74,7 @@ def train_detector_cmd(
         manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,
                                   instance_kind=instance_kind, resume=resume,
                                   unboxed_as_negative=unboxed_negative, self_train_rounds=self_train_rounds,
-                                  int8=int8)
+                                  int8=int8, soft_candidates=soft_candidates)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     metrics = manifest["metrics"]

@@ -1,8 +1,9 @@
 """Detector training data: COCO-style pseudo-boxes, negatives, augmentation, batches.
 
 A :class:`Sample` holds ``boxes`` ``(M, 4)`` float32 xyxy in PIXELS of the decoded image
-(EXIF-oriented, as :func:`labelfree.core.images.load_rgb` gives it) and ``labels`` ``(M,)``
-int64 class indices; a negative has ``M = 0``. Batches hold uint8 ``(S, S, 3)`` images
+(EXIF-oriented, as :func:`labelfree.core.images.load_rgb` gives it), ``labels`` ``(M,)``
+int64 class indices and ``weights`` ``(M,)`` float32 in ``(0, 1]``, the heat each box's centre
+is taught to reach (1 for a label, below 1 for a ranked candidate); a negative has ``M = 0``. Batches hold uint8 ``(S, S, 3)`` images
 stretched to ``S x S`` (the deployed model's input) and boxes normalised xyxy in ``[0, 1]``.
 """
 
@@ -29,6 +30,14 @@ class Sample:
     path: Path
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    weights: np.ndarray | None = None  # None: every box weighs 1
+
+    def __post_init__(self) -> None:
+        if self.weights is None:
+            self.weights = np.ones(len(self.boxes), np.float32)
+        if len(self.weights) != len(self.boxes) or len(self.labels) != len(self.boxes):
+            raise ValueError(f"{self.path}: {len(self.boxes)} boxes, {len(self.labels)} labels, "
+                             f"{len(self.weights)} weights")
 
     @property
     def is_negative(self) -> bool:
@@ -37,13 +46,16 @@ class Sample:
 
 def load_coco_boxes(boxes_json: str | Path, images_root: str | Path, *,
                     min_score: float = 0.0,
-                    min_relative_score: float = 0.0) -> tuple[list[Sample], list[str], list[int]]:
+                    min_relative_score: float = 0.0,
+                    soft: bool = False) -> tuple[list[Sample], list[str], list[int]]:
     """Read COCO-style boxes (``bbox`` = ``[x, y, w, h]`` pixels, ``file_name`` relative to ``images_root``).
 
     Returns (samples, class names, COCO category ids), classes in the order of ``categories``.
     An image listed without annotations (or whose boxes all fall below ``min_score``) is a
     negative. ``min_relative_score``: a box scoring under this share of its image's top box is
-    left out (the explainer's candidate boxes, ranked below half the weakest region box).
+    left out (the explainer's candidate boxes, ranked below half the weakest region box); with
+    ``soft`` it is kept as a soft target instead, weighted by its score over the top box's, so
+    the detector learns to rank it as the teacher does. Boxes at or above the share weigh 1.
     Raises ValueError naming a missing file, unknown image id or category.
     """
     root = Path(images_root)
@@ -68,18 +80,24 @@ def load_coco_boxes(boxes_json: str | Path, images_root: str | Path, *,
         x, y, w, h = (float(v) for v in ann["bbox"])
         if w > 0 and h > 0:
             per_image[image_id].append((x, y, x + w, y + h, index_of[category], float(ann.get("score", 1.0))))
-    if min_relative_score > 0:
-        for image_id, rows in per_image.items():
-            if rows:
-                top = max(row[5] for row in rows)
-                per_image[image_id] = [row for row in rows if row[5] >= min_relative_score * top]
+    weights: dict[int, list[float]] = {}
+    for image_id, rows in per_image.items():
+        top = max((row[5] for row in rows), default=1.0)
+        relative = [row[5] / top if top > 0 else 1.0 for row in rows]
+        if soft:
+            weights[image_id] = [1.0 if r >= min_relative_score else r for r in relative]
+        else:
+            keep = [r >= min_relative_score for r in relative]
+            per_image[image_id] = [row for row, k in zip(rows, keep) if k]
+            weights[image_id] = [1.0] * len(per_image[image_id])
     samples = []
     for im in data["images"]:
         path = root / im["file_name"]
         if not path.is_file():
             raise ValueError(f"{boxes_json}: image {im['file_name']!r} is not under {root}")
         rows = np.array(per_image[int(im["id"])], np.float64).reshape(-1, 6)
-        samples.append(Sample(path, rows[:, :4].astype(np.float32), rows[:, 4].astype(np.int64)))
+        samples.append(Sample(path, rows[:, :4].astype(np.float32), rows[:, 4].astype(np.int64),
+                              np.array(weights[int(im["id"])], np.float32)))
     return samples, [str(c.get("name", c["id"])) for c in categories], cat_ids
 
 
@@ -228,7 +246,7 @@ def paste_instance(view: np.ndarray, boxes: np.ndarray, donor: np.ndarray, donor
 
 
 class DetectionDataset(torch.utils.data.Dataset):
-    """Samples -> (uint8 ``(S, S, 3)`` tensor, ``(M, 4)`` normalised xyxy, ``(M,)`` labels).
+    """Samples -> (uint8 ``(S, S, 3)`` tensor, ``(M, 4)`` normalised xyxy, ``(M,)`` labels, ``(M,)`` weights).
 
     Randomness is a function of (seed, epoch, index), so a resumed run sees the same views
     and data-loader workers need no shared generator. ``mosaic``: probability that a training
@@ -262,7 +280,8 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(uint8 ``(S, S, 3)`` view, ``(M, 4)`` normalised xyxy, ``(M,)`` labels, ``(M,)`` weights)."""
         sample = self.samples[i]
         image = load_rgb(sample.path)
         if self.train:
@@ -273,27 +292,33 @@ class DetectionDataset(torch.utils.data.Dataset):
                 tiles += [augment(load_rgb(o.path), o.boxes, self.size // 2, rng) for o in others]
                 view, boxes = mosaic(tiles)
                 labels = np.concatenate([sample.labels] + [o.labels for o in others]).astype(np.int64)
-                return torch.from_numpy(view), torch.from_numpy(boxes), torch.from_numpy(labels)
+                weights = np.concatenate([sample.weights] + [o.weights for o in others]).astype(np.float32)
+                return _tensors(view, boxes, labels, weights)
             view, boxes = augment(image, sample.boxes, self.size, rng)
-            labels = sample.labels.copy()
+            labels, weights = sample.labels.copy(), sample.weights.copy()
             if self.paste and self.donors and rng.random() < self.paste:
                 donor = self.samples[self.donors[int(rng.integers(len(self.donors)))]]
                 pasted = paste_instance(view, boxes, load_rgb(donor.path), donor.boxes[0], rng)
                 if pasted is not None:
                     view, boxes = pasted
                     labels = np.concatenate([labels, donor.labels[:1]]).astype(np.int64)
-            return torch.from_numpy(view), torch.from_numpy(boxes), torch.from_numpy(labels)
-        else:
-            h, w = image.shape[:2]
-            view = stretch_resize(image, self.size)
-            boxes = (sample.boxes / np.array([w, h, w, h], np.float32)).astype(np.float32).reshape(-1, 4)
-        return torch.from_numpy(view), torch.from_numpy(boxes), torch.from_numpy(sample.labels.copy())
+                    weights = np.concatenate([weights, donor.weights[:1]]).astype(np.float32)
+            return _tensors(view, boxes, labels, weights)
+        h, w = image.shape[:2]
+        view = stretch_resize(image, self.size)
+        boxes = (sample.boxes / np.array([w, h, w, h], np.float32)).astype(np.float32).reshape(-1, 4)
+        return _tensors(view, boxes, sample.labels.copy(), sample.weights.copy())
 
 
-def collate(batch: list) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
-    """Stack images ``(N, S, S, 3)`` uint8; keep per-image boxes and labels as numpy lists."""
+def _tensors(view, boxes, labels, weights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (torch.from_numpy(np.ascontiguousarray(view)), torch.from_numpy(boxes), torch.from_numpy(labels),
+            torch.from_numpy(np.asarray(weights, np.float32)))
+
+
+def collate(batch: list) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Stack images ``(N, S, S, 3)`` uint8; keep per-image boxes, labels and weights as numpy lists."""
     images = torch.stack([b[0] for b in batch])
-    return images, [b[1].numpy() for b in batch], [b[2].numpy() for b in batch]
+    return images, [b[1].numpy() for b in batch], [b[2].numpy() for b in batch], [b[3].numpy() for b in batch]
 
 
 def epoch_order(n_positive: int, n_negative: int, neg_fraction: float, rng: np.random.Generator) -> np.ndarray:

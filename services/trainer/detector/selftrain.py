@@ -22,11 +22,14 @@ from labelfree.trainer.detector.model import Detector
 
 def relabel(detector: Detector, samples: list[Sample], work: str | Path, *, input_size: int,
             relative: float = 0.5, min_score: float = 0.05, nms_iou: float = 0.5,
-            batch_size: int = 16, top_k: int = 100, threads: int | None = None) -> list[Sample]:
+            batch_size: int = 16, top_k: int = 100, threads: int | None = None,
+            soft: bool = False) -> list[Sample]:
     """New samples whose boxes are the detector's on each image (pixels, xyxy).
 
     Keeps detections scoring at least ``relative`` x the image's top score (and ``min_score``),
-    after NMS at ``nms_iou``. An image where the detector finds nothing keeps its old boxes.
+    after NMS at ``nms_iou``, with weight 1. With ``soft`` the weaker ones (down to
+    ``min_score``) stay too, weighted by their score over the top one's: the ranked candidates
+    of the next round. An image where the detector finds nothing keeps its old boxes.
     Runs the exported graph through ONNX Runtime (fast on CPU).
     """
     if not 0.0 < relative <= 1.0:
@@ -48,6 +51,10 @@ def relabel(detector: Detector, samples: list[Sample], work: str | Path, *, inpu
                 continue
             # Offsetting each class far away makes one NMS call class-aware.
             kept = nms(b + c[:, None].astype(np.float32) * 1e5, s, nms_iou)
-            kept = kept[s[kept] >= relative * s[kept[0]]]
-            out.append(replace(sample, boxes=b[kept].astype(np.float32), labels=c[kept].astype(np.int64)))
+            share = s[kept] / s[kept[0]]
+            if not soft:
+                kept, share = kept[share >= relative], share[share >= relative]
+            weights = np.where(share >= relative, 1.0, share).astype(np.float32)
+            out.append(replace(sample, boxes=b[kept].astype(np.float32), labels=c[kept].astype(np.int64),
+                               weights=weights))
     return out

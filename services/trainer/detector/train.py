@@ -164,16 +164,17 @@ def predict_batches(detector: Detector, features: _Features, loader, top_k: int,
     """Decoded top-K per image (normalised xyxy, scores), truths, and mean validation loss."""
     detector.eval()
     boxes, scores, truths, labels, losses = [], [], [], [], []
-    for images, true_boxes, true_labels in loader:
+    for images, true_boxes, true_labels, true_weights in loader:
         heat, ltrb = detector.forward_pyramid([f.to(device) for f in features(images)])
         h, w = heat.shape[-2:]
-        targets = build_targets(true_boxes, true_labels, detector.num_classes, h, w).to(device)
+        targets = build_targets(true_boxes, true_labels, detector.num_classes, h, w, true_weights).to(device)
         losses.append(float(detection_loss(heat, ltrb, targets)[0]))
         b, s, _ = decode(heat, ltrb, top_k)
         boxes += list(b.cpu().numpy())
         scores += list(s.cpu().numpy())
-        truths += true_boxes
-        labels += true_labels
+        # soft candidates are ranked below the labels, not labels: the agreement is with the labels
+        truths += [b[w >= 1.0] for b, w in zip(true_boxes, true_weights)]
+        labels += [lab[w >= 1.0] for lab, w in zip(true_labels, true_weights)]
     return boxes, scores, truths, labels, float(np.mean(losses)) if losses else float("nan")
 
 
@@ -275,7 +276,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
         _train_mode(detector, mode)
         started, seen, sums = time.perf_counter(), 0, {"loss": 0.0, "heat": 0.0, "giou": 0.0}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not show_progress, leave=False)
-        for images, boxes, labels in bar:
+        for images, boxes, labels, weights in bar:
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 if mode == "frozen":
                     with torch.no_grad():
@@ -283,7 +284,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
                     heat, ltrb = detector.forward_pyramid(feats)
                 else:
                     heat, ltrb = detector.forward_pyramid(features(images))
-                targets = build_targets(boxes, labels, num_classes, *heat.shape[-2:]).to(device)
+                targets = build_targets(boxes, labels, num_classes, *heat.shape[-2:], weights).to(device)
                 loss, parts = detection_loss(heat, ltrb, targets)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

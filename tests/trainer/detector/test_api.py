@@ -52,7 +52,7 @@ def test_post_detectors_queues_a_job_and_the_task_registers_the_model(client, sy
     explain_id = _explain_job({"boxes_key": boxes_key, "images_dir": str(synthetic["images"])})
     sent = []
     monkeypatch.setattr("labelfree.core.celery_app.enqueue", lambda task, job_id: sent.append((task, job_id)))
-    resp = client.post("/v1/detectors", json={"explain_job_id": explain_id, "name": "blobs",
+    resp = client.post("/v1/detectors", json={"explain_job_id": explain_id, "name": "blobs", "soft_candidates": True,
                                               "config": {"epochs": 1, "min_steps": 0, "input_size": 96, "batch_size": 4}})
     assert resp.status_code == 202, resp.text
     job_id = resp.json()["job_id"]
@@ -65,6 +65,7 @@ def test_post_detectors_queues_a_job_and_the_task_registers_the_model(client, sy
         model = s.get(Model, job.result["model_id"])
         assert model.kind == "detector" and model.job_id == job_id and model.name == "blobs"
         assert model.manifest["training"]["provenance"]["explain_job_id"] == explain_id
+        assert model.manifest["training"]["soft_candidates"] is True
         coco_names = {im["file_name"] for im in json.loads(synthetic["boxes"].read_text())["images"]}
         held_out = model.manifest["training"]["val_positives"]
         assert held_out and set(held_out) <= coco_names  # the split, by the names a report looks up

@@ -31,8 +31,8 @@ def test_mosaic_keeps_every_box_on_its_object(synthetic):
     dataset = DetectionDataset(samples, 96, train=True, seed=3, mosaic=1.0)
     n_boxes = 0
     for i in range(len(dataset)):
-        view, norm, labels = (t.numpy() for t in dataset[i])
-        assert view.shape == (96, 96, 3) and len(norm) == len(labels)
+        view, norm, labels, weights = (t.numpy() for t in dataset[i])
+        assert view.shape == (96, 96, 3) and len(norm) == len(labels) == len(weights)
         for x0, y0, x1, y1 in norm * 96:
             assert view[int((y0 + y1) / 2), int((x0 + x1) / 2)].mean() > 100
             n_boxes += 1
@@ -90,8 +90,8 @@ def test_epoch_order_mixes_requested_share_of_negatives():
 
 
 def test_targets_peak_at_the_centre_cell():
-    heat, box, weight = image_targets(np.array([[0.25, 0.25, 0.75, 0.75]]), np.array([0]), 1, 16, 16)
-    assert heat.max() == 1.0 and heat[0, 8, 8] == 1.0
+    heat, peak, box, weight = image_targets(np.array([[0.25, 0.25, 0.75, 0.75]]), np.array([0]), 1, 16, 16)
+    assert heat.max() == 1.0 and heat[0, 8, 8] == 1.0 and peak[0, 8, 8] == 1.0 and peak.sum() == 1.0
     assert weight[8, 8] > 0 and np.allclose(box[8, 8], [0.25, 0.25, 0.75, 0.75])
     assert weight[0, 0] == 0
 
@@ -122,3 +122,48 @@ def test_load_coco_boxes_leaves_out_boxes_under_a_share_of_the_image_top(tmp_pat
     assert len(load_coco_boxes(tmp_path / "boxes.json", tmp_path)[0][0].boxes) == 3
     kept = load_coco_boxes(tmp_path / "boxes.json", tmp_path, min_relative_score=0.5)[0][0]
     assert np.allclose(kept.boxes, [[1, 1, 11, 11], [2, 2, 12, 12]])
+    soft = load_coco_boxes(tmp_path / "boxes.json", tmp_path, min_relative_score=0.5, soft=True)[0][0]
+    assert len(soft.boxes) == 3 and np.allclose(soft.weights, [1.0, 1.0, 0.2 / 0.9])
+
+
+def test_soft_box_teaches_its_weight_at_the_centre_and_yields_cells_to_the_label():
+    boxes = np.array([[0.1, 0.1, 0.9, 0.9], [0.3, 0.3, 0.7, 0.7]], np.float32)  # a label, a fragment inside it
+    heat, peak, box, weight = image_targets(boxes, np.array([0, 0]), 1, 16, 16, np.array([1.0, 0.25]))
+    assert peak[0, 8, 8] == 1.0 and np.isclose(peak.sum(), 1.0)  # same centre cell: the label's peak wins
+    assert np.allclose(box[8, 8], boxes[0])  # the label owns the shared regression cells
+    off = np.array([[0.05, 0.05, 0.45, 0.45], [0.55, 0.55, 0.95, 0.95]], np.float32)
+    heat, peak, box, weight = image_targets(off, np.array([0, 0]), 1, 16, 16, np.array([1.0, 0.25]))
+    assert peak[0, 4, 4] == 1.0 and np.isclose(peak[0, 12, 12], 0.25) and np.isclose(heat[0, 12, 12], 0.25)
+    assert np.isclose(weight[12, 12], 0.25 * weight[4, 4])  # and its regression counts for its weight
+    with pytest.raises(ValueError, match="weights"):
+        image_targets(off, np.array([0, 0]), 1, 16, 16, np.array([1.0, 1.5]))
+
+
+def test_quality_focal_loss_pulls_a_soft_centre_to_its_weight():
+    import torch
+
+    from labelfree.trainer.detector.loss import focal_heat_loss
+
+    target = torch.zeros(1, 1, 4, 4)
+    peak = torch.zeros(1, 1, 4, 4)
+    target[0, 0, 1, 1] = peak[0, 0, 1, 1] = 0.3
+    logits = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    optimiser = torch.optim.SGD([logits], lr=2.0)
+    for _ in range(300):
+        optimiser.zero_grad()
+        focal_heat_loss(logits, target, 1.0, peak).backward()
+        optimiser.step()
+    p = torch.sigmoid(logits.detach())
+    assert abs(float(p[0, 0, 1, 1]) - 0.3) < 0.05 and float(p[0, 0, 3, 3]) < 0.2
+    hard = target.eq(0.3).float()  # with y = 1 the loss is CenterNet's
+    assert torch.isclose(focal_heat_loss(logits.detach(), hard, 1.0), focal_heat_loss(logits.detach(), hard, 1.0, hard))
+
+
+def test_dataset_carries_weights_through_augment_and_mosaic(synthetic):
+    samples = load_coco_boxes(synthetic["boxes"], synthetic["images"])[0]
+    soft = [s.__class__(s.path, s.boxes, s.labels, np.full(len(s.boxes), 0.5, np.float32)) for s in samples]
+    for mosaic_p in (0.0, 1.0):
+        dataset = DetectionDataset(soft, 96, train=True, seed=1, mosaic=mosaic_p)
+        for i in range(len(dataset)):
+            _, norm, _, weights = dataset[i]
+            assert len(weights) == len(norm) and (weights.numpy() == 0.5).all()

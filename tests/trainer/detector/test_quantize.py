@@ -70,6 +70,7 @@ def test_gpu_instance_kind_deploys_the_fp32_graph(synthetic, tmp_path):
     config = TrainConfig(input_size=64, epochs=1, min_steps=0, batch_size=4, val_fraction=0.0, augment=False, top_k=16,
                          max_steps=1)
     manifest = build_detector(synthetic["images"], synthetic["boxes"], tmp_path, config=config,
-                              show_progress=False, self_train_rounds=1, instance_kind="gpu")
+                              show_progress=False, self_train_rounds=1, instance_kind="gpu", soft_candidates=True)
     assert manifest["precision"] == "fp32" and "quantization" not in manifest
+    assert manifest["training"]["soft_candidates"] is True  # the soft relabel round ran too
     assert (tmp_path / "model.onnx").read_bytes() == (tmp_path / "model_fp32.onnx").read_bytes()

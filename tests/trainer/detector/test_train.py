@@ -84,3 +84,19 @@ def test_relabel_with_the_trained_detector_finds_the_known_boxes(trained, synthe
     assert good >= len(positives) - 1
     with pytest.raises(ValueError, match="relative"):
         relabel(detector, positives, tmp_path, input_size=96, relative=0.0)
+
+
+def test_soft_relabel_keeps_the_weaker_peaks_as_ranked_candidates(trained, synthetic, tmp_path):
+    from tests.trainer.detector.test_export import _load_detector
+    from labelfree.trainer.detector.selftrain import relabel
+
+    samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
+    positives = [s for s in samples if not s.is_negative]
+    detector = _load_detector(trained["dir"], trained["config"])
+    hard = relabel(detector, positives, tmp_path, input_size=trained["config"].input_size, relative=0.5)
+    soft = relabel(detector, positives, tmp_path, input_size=trained["config"].input_size, relative=0.5,
+                   soft=True)
+    for h, s in zip(hard, soft):
+        labels = s.weights == 1.0
+        assert np.allclose(s.boxes[labels], h.boxes) and (s.weights[~labels] < 0.5).all()
+        assert len(s.boxes) >= len(h.boxes) and (h.weights == 1.0).all()
