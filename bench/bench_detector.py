@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from labelfree.trainer.detector import PASTE
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GRAPHS = {"fp32": "model_fp32.onnx", "int8": "model.onnx"}
 
@@ -108,7 +110,7 @@ def main() -> None:
     ap.add_argument("--soft", action="store_true",
                     help="keep boxes under --min-relative as soft targets (centre heat = relative score)")
     ap.add_argument("--mosaic", type=float, default=0.0, help="share of 2x2 mosaic training views")
-    ap.add_argument("--paste", type=float, default=0.0, help="share of training views with a pasted animal")
+    ap.add_argument("--paste", type=float, default=PASTE, help="share of training views with a pasted animal")
     ap.add_argument("--threads", type=int, default=2, help="ORT threads for detection and all timing")
     ap.add_argument("--skip-train", action="store_true", help="reuse DET_DIRs that already exist")
     ap.add_argument("--json", type=Path, help="also write the report here")

@@ -3,5 +3,10 @@
 Defaults shared by the CLI, the API and the build live here, so importing them loads no torch.
 """
 
-# Train on the teacher's ranked candidate boxes as soft targets (see ``build.build_detector``).
+# Train on the teacher's ranked candidate boxes as soft targets (see ``build.build_detector``):
+# measured within noise on lion/dev, so off.
 SOFT_CANDIDATES = False
+# Share of training views given one more animal pasted from a one-box photo (``data.paste_instance``):
+# +0.04 AP on lion/dev (group photos 0.22 -> 0.31) at CorLoc -0.004, three runs against five
+# (bench/results/detector.md, "Soft candidates and copy-paste").
+PASTE = 0.3

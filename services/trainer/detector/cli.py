@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from labelfree.trainer.detector import SOFT_CANDIDATES
+from labelfree.trainer.detector import PASTE, SOFT_CANDIDATES
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -49,7 +49,7 @@ def train_detector_cmd(
              "image's top box (default), or on the labels only"),
     mosaic: float = typer.Option(0.0, "--mosaic", min=0.0, max=1.0,
                                  help="share of training views that are 2x2 mosaics of four images"),
-    paste: float = typer.Option(0.0, "--paste", min=0.0, max=1.0,
+    paste: float = typer.Option(PASTE, "--paste", min=0.0, max=1.0,
                                 help="share of training views given one more animal cut from a one-box photo"),
     int8: Optional[bool] = typer.Option(None, "--int8/--fp32",
                                         help="deploy the int8 (QDQ) graph calibrated on training images, or the "

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from labelfree.core.backbone import load_backbone
+from labelfree.trainer.detector import PASTE
 from labelfree.trainer.detector.boxops import match_ap, top_box_iou
 from labelfree.trainer.detector.data import DetectionDataset, Sample, collate, epoch_order
 from labelfree.trainer.detector.loss import build_targets, detection_loss
@@ -64,7 +65,7 @@ class TrainConfig:
     min_steps: int = 120
     augment: bool = True
     mosaic: float = 0.0
-    paste: float = 0.0
+    paste: float = PASTE
 
     def validate(self) -> None:
         if self.input_size % 32 or self.input_size < 64:
