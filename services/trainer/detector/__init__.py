@@ -7,6 +7,6 @@ Defaults shared by the CLI, the API and the build live here, so importing them l
 # measured within noise on lion/dev, so off.
 SOFT_CANDIDATES = False
 # Share of training views given one more animal pasted from a one-box photo (``data.paste_instance``):
-# +0.03 AP on lion/dev (group photos 0.22 -> 0.30) at CorLoc -0.01, means of three runs against five
+# +0.024 AP on lion/dev (group photos 0.22 -> 0.28) at CorLoc -0.013, means of five runs against five
 # (bench/results/detector.md, "Soft candidates and copy-paste").
 PASTE = 0.3
