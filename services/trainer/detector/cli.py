@@ -45,8 +45,8 @@ def train_detector_cmd(
                                           help="relabel with the detector and retrain this many times"),
     soft_candidates: bool = typer.Option(
         SOFT_CANDIDATES, "--soft-candidates/--no-soft-candidates",
-        help="train on the teacher's ranked candidate boxes too, each centre taught its score relative to the "
-             "image's top box (default), or on the labels only"),
+        help="train on the teacher's ranked candidate boxes too, as soft targets: each centre taught its score "
+             "relative to the image's top box (off by default: the labels only)"),
     mosaic: float = typer.Option(0.0, "--mosaic", min=0.0, max=1.0,
                                  help="share of training views that are 2x2 mosaics of four images"),
     paste: float = typer.Option(PASTE, "--paste", min=0.0, max=1.0,
