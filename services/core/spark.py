@@ -47,8 +47,8 @@ def spark_session(
     # Executors must run the same interpreter (and so the same onnxruntime) as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    # Arrow batches of at most 256 rows: a mapInPandas frame of kept image features (125 KB each,
-    # the explainer's self-training) stays ~32 MB instead of Spark's default 10,000 rows.
+    # Arrow batches of at most 256 rows: a mapInPandas frame of kept image features (300 KB each with
+    # both levels, the explainer's self-training) stays ~77 MB instead of Spark's default 10,000 rows.
     batch_rows = ("spark.sql.execution.arrow.maxRecordsPerBatch", "256")
     if master.startswith("sc://"):
         return SparkSession.builder.remote(master).appName(app_name).config(*batch_rows).getOrCreate()

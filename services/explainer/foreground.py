@@ -19,7 +19,7 @@ The CAM's labels are a blurred, head-centred start; each round the fur-vs-backgr
 pulls the labels toward itself and away from the CAM's bleed. On lion/dev (fitted on the pool)
 CorLoc 0.777 -> 0.83 and mean IoU 0.628 -> 0.66 (bench/results/explainer.md). A round needs the
 cells' features again but no network: callers keep each image's features (float16, 125 KB at
-448) from the first pass, in memory or in a persisted Spark DataFrame.
+448, 300 KB with the stride-16 level) from the first pass, in memory or in a persisted Spark DataFrame.
 
 Two levels (``ForegroundModel.fine``): the same fit, CAM-taught and self-trained on its own, runs
 on the backbone's last stride-16 block output too (28 x 28 cells at 448, 112 channels for
@@ -252,7 +252,6 @@ def self_train(model: ForegroundModel, relabel: Relabel, *, max_rounds: int = 10
         previous, model = model, ForegroundModel(fitted.side, fitted.coef, fitted.intercept, fitted.n_images,
                                                  fitted.n_cells, fitted.fg_share, model.rounds + 1)
     return model
-
 
 
 def self_train_levels(model: ForegroundModel, relabel: LevelRelabel, *, max_rounds: int = 10,

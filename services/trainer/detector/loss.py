@@ -103,7 +103,8 @@ def build_targets(boxes: list[np.ndarray], labels: list[np.ndarray], num_classes
     weights = weights if weights is not None else [None] * len(boxes)
     parts = [image_targets(b, l, num_classes, height, width, w) for b, l, w in zip(boxes, labels, weights)]
     stacked = [torch.from_numpy(np.stack([p[k] for p in parts])) for k in range(4)]
-    return Targets(*stacked, float(stacked[1].sum()))
+    num_boxes = sum(len(b) if w is None else float(np.sum(w)) for b, w in zip(boxes, weights))
+    return Targets(*stacked, float(num_boxes))
 
 
 def focal_heat_loss(logits: torch.Tensor, target: torch.Tensor, num_boxes: float,
