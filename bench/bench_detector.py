@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from labelfree.trainer.detector import PASTE
+from labelfree.trainer.detector import PASTE, PASTE_COVER
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GRAPHS = {"fp32": "model_fp32.onnx", "int8": "model.onnx"}
@@ -63,14 +63,28 @@ def recall_any(preds: dict, truths: dict) -> float:
     return hit / max(total, 1)
 
 
+def confidences(preds: dict) -> dict:
+    """What a survey that thresholds detections sees: the median top confidence, the share of
+    photos with no box at conf >= 0.5, and the share with two or more boxes at conf >= 0.1. AP only
+    ranks, so it misses a detector that is right but unsure; on photos of one animal these show it."""
+    scores = [np.asarray(s) for _, s in preds.values()]
+    top = [float(s.max()) if len(s) else 0.0 for s in scores]
+    n = max(len(scores), 1)
+    return {"median_top_conf": float(np.median(top)) if top else 0.0,
+            "no_box_at_0.5": sum(t < 0.5 for t in top) / n,
+            "two_plus_at_0.1": sum(int((s >= 0.1).sum()) >= 2 for s in scores) / n}
+
+
 def by_animal_count(preds: dict, truths: dict, summarise) -> dict:
-    """The metrics on dev images with one human box and on those with several, apart."""
+    """The metrics on dev images with one human box and on those with several, apart; on the
+    one-box photos also the ``confidences`` a thresholding survey would see."""
     out = {}
     for name, keep in (("one_box", lambda t: len(t) == 1), ("several_boxes", lambda t: len(t) > 1)):
         sub = {k: t for k, t in truths.items() if keep(t)}
         part = {k: preds.get(k, (np.zeros((0, 4)), np.zeros(0))) for k in sub}
+        extra = confidences(part) if name == "one_box" else {}
         out[name] = rounded({"n_images": len(sub), "n_boxes": int(sum(len(t) for t in sub.values())),
-                             **summarise(part, sub), "recall_any": recall_any(part, sub)})
+                             **summarise(part, sub), "recall_any": recall_any(part, sub), **extra})
     return out
 
 
@@ -111,6 +125,11 @@ def main() -> None:
                     help="keep boxes under --min-relative as soft targets (centre heat = relative score)")
     ap.add_argument("--mosaic", type=float, default=0.0, help="share of 2x2 mosaic training views")
     ap.add_argument("--paste", type=float, default=PASTE, help="share of training views with a pasted animal")
+    ap.add_argument("--paste-cover", type=float, default=PASTE_COVER,
+                    help="the most of an animal in the view a pasted one may cover (share of its box)")
+    ap.add_argument("--threshold", type=float, default=0.0,
+                    help="detections kept for AP (0: the graph's whole top-K; 0.01 before calibrated scores)")
+    ap.add_argument("--no-calibrate", action="store_true", help="export uncalibrated scores")
     ap.add_argument("--threads", type=int, default=2, help="ORT threads for detection and all timing")
     ap.add_argument("--skip-train", action="store_true", help="reuse DET_DIRs that already exist")
     ap.add_argument("--json", type=Path, help="also write the report here")
@@ -131,18 +150,20 @@ def main() -> None:
         if args.skip_train and (det_dir / "manifest.json").is_file():
             continue
         config = TrainConfig(input_size=size, epochs=args.epochs, threads=args.train_threads, mosaic=args.mosaic,
-                             paste=args.paste)
+                             paste=args.paste, paste_cover=args.paste_cover)
         start = time.perf_counter()
         manifest = build_detector(args.pool, args.boxes, det_dir, negatives=args.neg, config=config,
                                   show_progress=True, self_train_rounds=args.self_train_rounds,
                                   relabel_relative=args.relabel_relative, min_relative_score=args.min_relative,
-                                  soft_candidates=args.soft)
+                                  soft_candidates=args.soft, calibrate=not args.no_calibrate)
         report["train"][size] = {"seconds": round(time.perf_counter() - start, 1),
                                  "n_positive": manifest["training"]["n_positive"],
                                  "n_negative": manifest["training"]["n_negative"], "epochs": args.epochs,
                                  "self_train_rounds": args.self_train_rounds, "mosaic": args.mosaic, "paste": args.paste,
+                                 "paste_cover": args.paste_cover,
                                  "relabel_relative": args.relabel_relative, "soft": args.soft,
                                  "val_vs_teacher": manifest["metrics"],
+                                 "score_calibration": manifest["training"]["score_calibration"],
                                  "int8_vs_fp32": manifest.get("int8_vs_fp32")}
 
     dev_images = args.dev / "images"
@@ -163,7 +184,8 @@ def main() -> None:
             if precision not in precisions:
                 continue
             name = f"s{size} {precision}"
-            doc = detect_folder(det_dir, dev_images, threshold=0.01, threads=args.threads, batch_size=16, graph=graph)
+            doc = detect_folder(det_dir, dev_images, threshold=args.threshold, threads=args.threads, batch_size=16,
+                                graph=graph)
             preds = md_predictions(doc, sizes)
             dev[name] = rounded({**summarise(preds, truths), "recall_any": recall_any(preds, truths)})
             dev[f"{name} by animal count"] = by_animal_count(preds, truths, summarise)

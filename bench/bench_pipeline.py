@@ -99,7 +99,7 @@ def evaluate(work: Path, store: Path, run: dict, gt: Path, gt_images: Path, env:
     for name, cmd in (("teacher", ["explain", "--model", str(classifier), "--images", str(gt_images),
                                    "--out", str(teacher_json), *kept_fit]),
                       ("detector", ["detect", "--model", str(detector), "--images", str(gt_images),
-                                    "--out", str(det_json), "--threshold", "0.01"])):
+                                    "--out", str(det_json), "--threshold", "0"])):
         t = time.perf_counter()
         subprocess.run([str(BIN / "labelfree"), *cmd], check=True, env=env, stdout=subprocess.DEVNULL)
         timings[name] = (time.perf_counter() - t) / len(truths)

@@ -17,7 +17,7 @@ from labelfree.core import jobs
 from labelfree.core.db import get_session
 from labelfree.core.errors import LabelfreeError, not_found
 from labelfree.core.models import Model
-from labelfree.trainer.detector import SOFT_CANDIDATES
+from labelfree.trainer.detector import CALIBRATE, PASTE, SOFT_CANDIDATES
 
 router = APIRouter(prefix="/v1/detectors", tags=["detectors"])
 
@@ -32,6 +32,8 @@ class DetectorConfig(BaseModel):
     batch_size: int = Field(16, ge=1, le=512)
     backbone_mode: Literal["auto", "frozen", "top", "all"] = "auto"
     seed: int = 0
+    paste: float = Field(PASTE, ge=0.0, le=1.0,
+                         description="share of training views of an animal given one more, cut from a one-box photo")
 
     @field_validator("input_size")
     @classmethod
@@ -48,6 +50,7 @@ class DetectorRequest(BaseModel):
     instance_kind: Literal["cpu", "gpu"] = "cpu"
     self_train_rounds: int = Field(1, ge=0, le=5)
     soft_candidates: bool = SOFT_CANDIDATES
+    calibrate: bool = Field(CALIBRATE, description="Platt-scale the scores on the held-out split against the teacher")
     config: DetectorConfig = Field(default_factory=DetectorConfig)
 
 
@@ -65,7 +68,7 @@ def create_detector(body: DetectorRequest, response: Response, session: Session 
     explain_inputs(explain.result)
     params = {"explain_job_id": explain.id, "instance_kind": body.instance_kind, "name": body.name,
               "self_train_rounds": body.self_train_rounds, "soft_candidates": body.soft_candidates,
-              "config": body.config.model_dump()}
+              "calibrate": body.calibrate, "config": body.config.model_dump()}
     return submit_job(session, response, train_detector_job, jobs.JobKind.TRAIN_DETECTOR, params,
                       project_id=explain.project_id, run_id=explain.run_id, inputs={"explain_job_id": explain.id})
 

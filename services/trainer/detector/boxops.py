@@ -88,22 +88,20 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> to
     return 1.0 - (iou - (hull - union) / (hull + eps))
 
 
-def match_ap(pred_boxes: list[np.ndarray], pred_scores: list[np.ndarray], true_boxes: list[np.ndarray],
-             iou: float = 0.5) -> float:
-    """Single-class AP at one IoU over images (VOC all-point; greedy matching by score).
+def match_detections(pred_boxes: list[np.ndarray], pred_scores: list[np.ndarray], true_boxes: list[np.ndarray],
+                     iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy matching by score over images: ``(scores, hits)``, every detection by descending
+    score and whether it took a still-unmatched truth at IoU >= ``iou``.
 
     Each list has one entry per image: ``(P, 4)`` xyxy predictions, ``(P,)`` scores and
-    ``(T, 4)`` xyxy truths, all in the same units. Used for per-epoch validation.
+    ``(T, 4)`` xyxy truths, all in the same units.
     """
     if not len(pred_boxes) == len(pred_scores) == len(true_boxes):
         raise ValueError("pred_boxes, pred_scores and true_boxes need one entry per image")
-    n_true = sum(len(t) for t in true_boxes)
     records = [(float(s), i, j) for i, scores in enumerate(pred_scores) for j, s in enumerate(scores)]
-    if n_true == 0 or not records:
-        return 0.0
     records.sort(key=lambda r: -r[0])
     used = [np.zeros(len(t), dtype=bool) for t in true_boxes]
-    tp = np.zeros(len(records))
+    hits = np.zeros(len(records), dtype=bool)
     for k, (_, i, j) in enumerate(records):
         if len(true_boxes[i]) == 0:
             continue
@@ -112,7 +110,19 @@ def match_ap(pred_boxes: list[np.ndarray], pred_scores: list[np.ndarray], true_b
         best = int(np.argmax(overlaps))
         if overlaps[best] >= iou:
             used[i][best] = True
-            tp[k] = 1.0
+            hits[k] = True
+    return np.array([r[0] for r in records], np.float64), hits
+
+
+def match_ap(pred_boxes: list[np.ndarray], pred_scores: list[np.ndarray], true_boxes: list[np.ndarray],
+             iou: float = 0.5) -> float:
+    """Single-class AP at one IoU over images (VOC all-point; greedy matching by score, see
+    ``match_detections``). Used for per-epoch validation."""
+    _, hits = match_detections(pred_boxes, pred_scores, true_boxes, iou)
+    n_true = sum(len(t) for t in true_boxes)
+    if n_true == 0 or not len(hits):
+        return 0.0
+    tp = hits.astype(np.float64)
     recall = np.concatenate([[0.0], np.cumsum(tp) / n_true])
     precision = np.cumsum(tp) / np.arange(1, len(tp) + 1)
     precision = np.maximum.accumulate(precision[::-1])[::-1]

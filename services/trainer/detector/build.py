@@ -15,7 +15,10 @@ import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
-from labelfree.trainer.detector import SOFT_CANDIDATES
+import torch
+
+from labelfree.trainer.detector import CALIBRATE, SOFT_CANDIDATES
+from labelfree.trainer.detector.calibrate import fit_score_calibration
 from labelfree.trainer.detector.data import DetectionDataset, collate, load_coco_boxes, negative_samples
 from labelfree.trainer.detector.export import (
     TRITON_NAME,
@@ -25,6 +28,7 @@ from labelfree.trainer.detector.export import (
     write_json,
     write_triton_repository,
 )
+from labelfree.trainer.detector.model import ExportModel
 from labelfree.trainer.detector.quantize import compare_graphs, quantize_detector
 from labelfree.trainer.detector.selftrain import relabel
 from labelfree.trainer.detector.train import TrainConfig, train_detector
@@ -45,13 +49,32 @@ def _stretched(samples: list, size: int):
     return collate([dataset[i] for i in range(len(dataset))])[0].numpy()
 
 
+def _calibrate(detector, samples: list, config: TrainConfig, pool_kernel: int) -> dict:
+    """``calibrate.fit_score_calibration`` on the held-out split, scored by the uncalibrated graph
+    in PyTorch; truths are the teacher's labels (soft candidates, weight < 1, are not)."""
+    if not samples:
+        return {"fitted": False, "reason": "no held-out images"}
+    dataset = DetectionDataset(samples, config.input_size, train=False)
+    graph = ExportModel(detector.eval(), config.top_k, pool_kernel).eval()
+    boxes, scores, truths = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(dataset), 32):
+            chunk = [dataset[i] for i in range(start, min(start + 32, len(dataset)))]
+            images, true_boxes, _, true_weights = collate(chunk)
+            b, s, _ = graph(images)
+            boxes += list(b.numpy())
+            scores += list(s.numpy())
+            truths += [t[w >= 1.0] for t, w in zip(true_boxes, true_weights)]
+    return fit_score_calibration(boxes, scores, truths)
+
+
 def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
                    negatives: Sequence[str | Path] = (), config: TrainConfig | None = None,
                    instance_kind: str = "cpu", pool_kernel: int = 3, min_box_score: float = 0.0,
                    min_relative_score: float = 0.5, soft_candidates: bool = SOFT_CANDIDATES,
                    unboxed_as_negative: bool = False, self_train_rounds: int = 1, relabel_relative: float = 0.5,
-                   int8: bool | None = None, calibration_images: int = 256, resume: bool = True,
-                   show_progress: bool = True, provenance: dict | None = None,
+                   int8: bool | None = None, calibration_images: int = 256, calibrate: bool = CALIBRATE,
+                   resume: bool = True, show_progress: bool = True, provenance: dict | None = None,
                    progress: Callable[[float], None] | None = None) -> dict:
     """Train on ``boxes`` (COCO-style, ``file_name`` relative to ``images``), export to ``out``.
 
@@ -64,9 +87,10 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
     (``loss.focal_heat_loss``), as are the detector's own weaker peaks in self-training rounds.
     ``self_train_rounds``: times to relabel the positives with the detector and train again (see
     :mod:`selftrain`), keeping its peaks scoring at least ``relabel_relative`` x the image's top
-    score; checkpoints of round r go to ``checkpoints/round<r>``. ``instance_kind``: ``cpu`` or
-    ``gpu`` for the Triton instance group. ``provenance`` (ids of the boxes, images, classifier
-    and explainer run) is stored in the manifest. Returns the manifest.
+    score; checkpoints of round r go to ``checkpoints/round<r>``. ``calibrate``: Platt-scale the
+    exported scores on the held-out split against the teacher's boxes (:mod:`calibrate`).
+    ``instance_kind``: ``cpu`` or ``gpu`` for the Triton instance group. ``provenance`` (ids of the
+    boxes, images, classifier and explainer run) is stored in the manifest. Returns the manifest.
     """
     config = config or TrainConfig()
     images, boxes, out = Path(images), Path(boxes), Path(out)
@@ -95,11 +119,18 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
         report = (lambda share, r=r: progress(0.9 * (r + share) / rounds)) if progress else None
         result = train_detector(train_positives, all_negatives, len(labels), work, config, resume=resume,
                                 show_progress=show_progress, progress=report)
+    val_files = set(result.val_files)
+    held_out = [s for s in positives + all_negatives if str(s.path) in val_files]
+    score_calibration = (_calibrate(result.detector, held_out, config, pool_kernel) if calibrate
+                         else {"fitted": False, "reason": "turned off"})
+    affine = ((score_calibration["scale"], score_calibration["bias"]) if score_calibration["fitted"]
+              else (1.0, 0.0))
     fp32_path = export_onnx(result.detector, out / "model_fp32.onnx", input_size=config.input_size,
-                            top_k=config.top_k, pool_kernel=pool_kernel)
+                            top_k=config.top_k, pool_kernel=pool_kernel, score_affine=affine)
     check_samples = [s for s in positives[:4]] + all_negatives[:1]
     check_images = _stretched(check_samples, config.input_size)
-    diff = check_onnx(result.detector, fp32_path, check_images, top_k=config.top_k, pool_kernel=pool_kernel)
+    diff = check_onnx(result.detector, fp32_path, check_images, top_k=config.top_k, pool_kernel=pool_kernel,
+                      score_affine=affine)
     onnx_path = out / "model.onnx"
     precision: dict = {"precision": "fp32"}
     if int8 is None:
@@ -126,7 +157,7 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
         "negatives": [str(Path(n).resolve()) for n in negatives],
         "n_positive": len(positives), "n_negative": len(all_negatives), "self_train_rounds": self_train_rounds,
         "relabel_relative": relabel_relative, "min_relative_score": min_relative_score,
-        "soft_candidates": soft_candidates,
+        "soft_candidates": soft_candidates, "score_calibration": score_calibration,
         "n_boxes_teacher": int(sum(len(p.boxes) for p in positives)),
         "n_boxes_last_round": int(sum(len(p.boxes) for p in train_positives)),
         "n_unboxed": len(unboxed), "unboxed_as_negative": unboxed_as_negative,

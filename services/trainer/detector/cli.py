@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from labelfree.trainer.detector import PASTE, SOFT_CANDIDATES
+from labelfree.trainer.detector import CALIBRATE, PASTE, PASTE_COVER, SOFT_CANDIDATES
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -51,6 +51,12 @@ def train_detector_cmd(
                                  help="share of training views that are 2x2 mosaics of four images"),
     paste: float = typer.Option(PASTE, "--paste", min=0.0, max=1.0,
                                 help="share of training views given one more animal cut from a one-box photo"),
+    paste_cover: float = typer.Option(PASTE_COVER, "--paste-cover", min=0.0, max=1.0,
+                                      help="the most of an animal already in a view that a pasted one may cover "
+                                           "(share of that animal's box)"),
+    calibrate: bool = typer.Option(CALIBRATE, "--calibrate/--no-calibrate",
+                                   help="Platt-scale the exported scores on the held-out split against the teacher's "
+                                        "boxes, so a confidence threshold means the same for every detector"),
     int8: Optional[bool] = typer.Option(None, "--int8/--fp32",
                                         help="deploy the int8 (QDQ) graph calibrated on training images, or the "
                                              "fp32 one (default: int8 for a cpu instance kind, fp32 for gpu)"),
@@ -69,17 +75,22 @@ def train_detector_cmd(
         config = TrainConfig(input_size=input_size, epochs=epochs, min_steps=min_steps, batch_size=batch_size,
                              device=device,
                              backbone_mode=backbone_mode, seed=seed, threads=threads, mosaic=mosaic, paste=paste,
+                             paste_cover=paste_cover,
                              num_workers=workers)
         config.validate()
         manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,
                                   instance_kind=instance_kind, resume=resume,
                                   unboxed_as_negative=unboxed_negative, self_train_rounds=self_train_rounds,
-                                  int8=int8, soft_candidates=soft_candidates)
+                                  int8=int8, soft_candidates=soft_candidates, calibrate=calibrate)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     metrics = manifest["metrics"]
     typer.echo(f"wrote {out} (val vs pseudo-boxes: " + ", ".join(
         f"{k.removeprefix('val_')}={v:.3f}" for k, v in metrics.items() if k.startswith("val_")) + ")", err=True)
+    scores = manifest["training"]["score_calibration"]
+    typer.echo("scores calibrated: " + (f"logit x {scores['scale']:.3f} + {scores['bias']:.3f} on "
+                                        f"{scores['n_detections']} held-out detections" if scores["fitted"]
+                                        else f"no ({scores['reason']})"), err=True)
 
 
 @app.command("detect")

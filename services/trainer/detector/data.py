@@ -252,25 +252,30 @@ class DetectionDataset(torch.utils.data.Dataset):
     and data-loader workers need no shared generator. ``mosaic``: probability that a training
     view is a 2x2 mosaic of this sample and three random others (positives or negatives),
     each at half size: several separate objects per image, as in group and wide shots, which a
-    one-box-per-image teacher never shows. ``paste``: probability that a training view gets one
-    more animal cut from a one-box sample (``paste_instance``): touching and overlapping
-    animals with a box each, which is what group photos need and the teacher cannot give.
+    one-box-per-image teacher never shows. ``paste``: probability that a training view of an
+    animal gets one more, cut from a one-box sample (``paste_instance``, covering at most
+    ``paste_cover`` of any animal there): touching and overlapping animals with a box each,
+    which is what group photos need and the teacher cannot give. Backgrounds (negatives) get
+    none: a pasted animal there is a lone animal in a strange scene, not a group.
     """
 
     def __init__(self, samples: list[Sample], size: int, *, train: bool, seed: int = 0, mosaic: float = 0.0,
-                 paste: float = 0.0):
+                 paste: float = 0.0, paste_cover: float = 0.4):
         if size % 32:
             raise ValueError(f"input size must be a multiple of 32, got {size}")
         if not 0.0 <= mosaic <= 1.0:
             raise ValueError(f"mosaic must be in [0, 1], got {mosaic}")
         if not 0.0 <= paste <= 1.0:
             raise ValueError(f"paste must be in [0, 1], got {paste}")
+        if not 0.0 <= paste_cover <= 1.0:
+            raise ValueError(f"paste_cover must be in [0, 1], got {paste_cover}")
         self.samples = samples
         self.size = size
         self.train = train
         self.seed = seed
         self.mosaic = mosaic
         self.paste = paste
+        self.paste_cover = paste_cover
         self.donors = [j for j, smp in enumerate(samples) if len(smp.boxes) == 1]
         self.epoch = 0
 
@@ -296,9 +301,10 @@ class DetectionDataset(torch.utils.data.Dataset):
                 return _tensors(view, boxes, labels, weights)
             view, boxes = augment(image, sample.boxes, self.size, rng)
             labels, weights = sample.labels.copy(), sample.weights.copy()
-            if self.paste and self.donors and rng.random() < self.paste:
+            if self.paste and self.donors and len(boxes) and rng.random() < self.paste:
                 donor = self.samples[self.donors[int(rng.integers(len(self.donors)))]]
-                pasted = paste_instance(view, boxes, load_rgb(donor.path), donor.boxes[0], rng)
+                pasted = paste_instance(view, boxes, load_rgb(donor.path), donor.boxes[0], rng,
+                                        max_cover=self.paste_cover)
                 if pasted is not None:
                     view, boxes = pasted
                     labels = np.concatenate([labels, donor.labels[:1]]).astype(np.int64)

@@ -29,11 +29,11 @@ INSTANCE_KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 
 
 def export_onnx(detector: Detector, path: str | Path, *, input_size: int, top_k: int = 100,
-                pool_kernel: int = 3, opset: int = 17) -> Path:
+                pool_kernel: int = 3, opset: int = 17, score_affine: tuple[float, float] = (1.0, 0.0)) -> Path:
     """Write the deployed graph (see module docstring) to ``path``; batch axis dynamic."""
     if input_size % 32:
         raise ValueError(f"input_size must be a multiple of 32, got {input_size}")
-    graph = ExportModel(detector.eval(), top_k, pool_kernel).eval()
+    graph = ExportModel(detector.eval(), top_k, pool_kernel, score_affine).eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros((1, input_size, input_size, 3), dtype=torch.uint8)
@@ -90,7 +90,8 @@ def make_session(path: str | Path, *, threads: int | None = None, gpu: bool = Fa
 
 
 def check_onnx(detector: Detector, path: str | Path, images: np.ndarray, *, top_k: int = 100,
-               pool_kernel: int = 3, atol: float = 1e-3, floor: float = 0.05) -> float:
+               pool_kernel: int = 3, atol: float = 1e-3, floor: float = 0.05,
+               score_affine: tuple[float, float] = (1.0, 0.0)) -> float:
     """Worst |ONNX - PyTorch| over matched detections; raises when they disagree.
 
     ``images``: uint8 ``(N, S, S, 3)``. Every detection scoring >= ``floor`` in one runtime must
@@ -104,7 +105,8 @@ def check_onnx(detector: Detector, path: str | Path, images: np.ndarray, *, top_
     session = make_session(path)
     got = session.run(list(OUTPUTS), {"images": images})
     with torch.no_grad():
-        want = [t.numpy() for t in ExportModel(detector.eval(), top_k, pool_kernel)(torch.from_numpy(images))]
+        graph = ExportModel(detector.eval(), top_k, pool_kernel, score_affine)
+        want = [t.numpy() for t in graph(torch.from_numpy(images))]
     for name, array, shape in zip(OUTPUTS, got, ((top_k, 4), (top_k,), (top_k,))):
         if array.shape[1:] != shape:
             raise RuntimeError(f"ONNX output {name} has shape {array.shape}, expected (N, {shape})")

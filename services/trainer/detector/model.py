@@ -138,14 +138,20 @@ def decode(heat_logits: torch.Tensor, ltrb: torch.Tensor, top_k: int = 100,
 class ExportModel(nn.Module):
     """uint8 ``(N, S, S, 3)`` RGB -> (``boxes``, ``scores``, ``classes``): the deployed graph."""
 
-    def __init__(self, detector: Detector, top_k: int = 100, pool_kernel: int = 3):
+    def __init__(self, detector: Detector, top_k: int = 100, pool_kernel: int = 3,
+                 score_affine: tuple[float, float] = (1.0, 0.0)):
         super().__init__()
         self.detector = detector
         self.top_k = top_k
         self.pool_kernel = pool_kernel
+        # Score calibration (``calibrate.fit_score_calibration``): heat logits -> scale * logit + bias
+        # before the sigmoid. Monotone, so the peaks and their order do not change.
+        self.scale, self.bias = float(score_affine[0]), float(score_affine[1])
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         heat, ltrb = self.detector(preprocess_uint8(images))
+        if (self.scale, self.bias) != (1.0, 0.0):
+            heat = heat.float() * self.scale + self.bias
         return decode(heat, ltrb, self.top_k, self.pool_kernel)
 
 

@@ -25,7 +25,7 @@ from labelfree.core.celery_app import QUEUE_TRAIN, job_task
 from labelfree.core.db import session_scope
 from labelfree.core.errors import LabelfreeError
 from labelfree.core.models import Model
-from labelfree.trainer.detector import SOFT_CANDIDATES
+from labelfree.trainer.detector import CALIBRATE, SOFT_CANDIDATES
 from labelfree.core.settings import get_settings
 from labelfree.core.store import get_store
 
@@ -84,6 +84,7 @@ def train_detector_job(job_id: str, params: dict, progress) -> dict:
                               unboxed_as_negative=bool(params.get("unboxed_as_negative", False)),
                               self_train_rounds=int(params.get("self_train_rounds", 1)),
                               soft_candidates=bool(params.get("soft_candidates", SOFT_CANDIDATES)),
+                              calibrate=bool(params.get("calibrate", CALIBRATE)),
                               show_progress=False, provenance=provenance, progress=progress)
     # Files first, row last, under an id derived from the job: a redelivery re-uploads the
     # same keys and finds the row, so nothing is registered half-stored or twice.

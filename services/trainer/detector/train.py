@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from labelfree.core.backbone import load_backbone
-from labelfree.trainer.detector import PASTE
+from labelfree.trainer.detector import PASTE, PASTE_COVER
 from labelfree.trainer.detector.boxops import match_ap, top_box_iou
 from labelfree.trainer.detector.data import DetectionDataset, Sample, collate, epoch_order
 from labelfree.trainer.detector.loss import build_targets, detection_loss
@@ -66,6 +66,7 @@ class TrainConfig:
     augment: bool = True
     mosaic: float = 0.0
     paste: float = PASTE
+    paste_cover: float = PASTE_COVER
 
     def validate(self) -> None:
         if self.input_size % 32 or self.input_size < 64:
@@ -243,7 +244,8 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
     train_set = DetectionDataset(train_samples, config.input_size, train=config.augment, seed=config.seed,
-                                 mosaic=config.mosaic, paste=config.paste)
+                                 mosaic=config.mosaic, paste=config.paste,
+                                 paste_cover=config.paste_cover)
     val_set = DetectionDataset(val_pos + val_neg, config.input_size, train=False)
     n_neg_used = min(len(train_neg), round(len(train_pos) * config.neg_fraction / (1 - config.neg_fraction)))
     steps_per_epoch = max(1, (len(train_pos) + n_neg_used) // config.batch_size)

@@ -39,6 +39,9 @@ def test_post_detectors_rejects_bad_explain_jobs(client):
     bad_size = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
                                                   "config": {"input_size": 100}})
     assert bad_size.status_code == 422
+    bad_paste = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
+                                                   "config": {"paste": 1.5}})
+    assert bad_paste.status_code == 422 and "paste" in bad_paste.text
 
 
 def test_post_detectors_queues_a_job_and_the_task_registers_the_model(client, synthetic, monkeypatch):
@@ -53,7 +56,9 @@ def test_post_detectors_queues_a_job_and_the_task_registers_the_model(client, sy
     sent = []
     monkeypatch.setattr("labelfree.core.celery_app.enqueue", lambda task, job_id: sent.append((task, job_id)))
     resp = client.post("/v1/detectors", json={"explain_job_id": explain_id, "name": "blobs", "soft_candidates": True,
-                                              "config": {"epochs": 1, "min_steps": 0, "input_size": 96, "batch_size": 4}})
+                                              "calibrate": False,
+                                              "config": {"epochs": 1, "min_steps": 0, "input_size": 96, "batch_size": 4,
+                                                         "paste": 0.5}})
     assert resp.status_code == 202, resp.text
     job_id = resp.json()["job_id"]
     assert sent == [(tasks.train_detector_job, job_id)]
@@ -66,6 +71,8 @@ def test_post_detectors_queues_a_job_and_the_task_registers_the_model(client, sy
         assert model.kind == "detector" and model.job_id == job_id and model.name == "blobs"
         assert model.manifest["training"]["provenance"]["explain_job_id"] == explain_id
         assert model.manifest["training"]["soft_candidates"] is True
+        assert model.manifest["training"]["score_calibration"] == {"fitted": False, "reason": "turned off"}
+        assert model.manifest["training"]["config"]["paste"] == 0.5
         coco_names = {im["file_name"] for im in json.loads(synthetic["boxes"].read_text())["images"]}
         held_out = model.manifest["training"]["val_positives"]
         assert held_out and set(held_out) <= coco_names  # the split, by the names a report looks up

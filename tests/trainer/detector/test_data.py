@@ -71,6 +71,19 @@ def test_paste_adds_a_boxed_object_that_leaves_the_others_visible():
     assert placed >= 10
 
 
+def test_paste_leaves_a_close_up_alone_when_it_may_cover_little():
+    # A close-up: the animal fills the frame, so a pasted one of its size must cover much of it.
+    rng = np.random.default_rng(5)
+    donor, donor_boxes = make_image(128, 1, rng)
+    view = np.full((96, 96, 3), 40, np.uint8)
+    close_up = np.array([[0.05, 0.05, 0.95, 0.95]], np.float32)
+    assert all(paste_instance(view, close_up, donor, donor_boxes[0], rng, max_cover=0.1) is None for _ in range(20))
+    assert any(paste_instance(view, close_up, donor, donor_boxes[0], rng, max_cover=0.4) is not None
+               for _ in range(20))
+    # an empty view always has room
+    assert paste_instance(view, np.zeros((0, 4), np.float32), donor, donor_boxes[0], rng, max_cover=0.0) is not None
+
+
 def test_dataset_paste_gives_views_with_more_objects(synthetic):
     samples = load_coco_boxes(synthetic["boxes"], synthetic["images"])[0]
     plain = DetectionDataset(samples, 96, train=True, seed=3)
@@ -78,8 +91,12 @@ def test_dataset_paste_gives_views_with_more_objects(synthetic):
     n_plain = sum(len(plain[i][1]) for i in range(len(plain)))
     n_pasted = sum(len(pasted[i][1]) for i in range(len(pasted)))
     assert n_pasted > n_plain
+    # animals are pasted only beside animals already there: a background stays a background
+    assert all(len(pasted[i][1]) == 0 for i, smp in enumerate(samples) if smp.is_negative)
     with pytest.raises(ValueError, match="paste"):
         DetectionDataset(samples, 96, train=True, paste=1.5)
+    with pytest.raises(ValueError, match="paste_cover"):
+        DetectionDataset(samples, 96, train=True, paste=0.3, paste_cover=-0.1)
 
 
 def test_epoch_order_mixes_requested_share_of_negatives():

@@ -24,7 +24,9 @@ def _load_detector(det_dir, config: TrainConfig):
 def test_onnx_matches_pytorch(trained):
     detector = _load_detector(trained["dir"], trained["config"])
     images = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
-    assert check_onnx(detector, trained["dir"] / "model_fp32.onnx", images, top_k=20) < 1e-3
+    calibration = trained["manifest"]["training"]["score_calibration"]
+    affine = (calibration["scale"], calibration["bias"]) if calibration["fitted"] else (1.0, 0.0)
+    assert check_onnx(detector, trained["dir"] / "model_fp32.onnx", images, top_k=20, score_affine=affine) < 1e-3
     assert trained["manifest"]["onnx_check_max_abs_diff"] < 1e-3
 
 
