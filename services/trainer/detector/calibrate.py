@@ -7,9 +7,10 @@ score of a detector was 0.62, on photos it had trained on, and a quarter of them
 a survey threshold meant nothing from one detector to the next (bench/results/detector.md,
 "Calibrated scores").
 
-After training, the detector's own held-out split is matched against the teacher's boxes
-(greedy by score at IoU >= 0.5, as AP counts) and a logistic fit on the score logit, Platt's
-method, maps logit -> ``scale * logit + bias``. The map is monotone: the peaks, their order, AP
+After training, the detector's own held-out split, animals and backgrounds, is matched against
+the teacher's boxes (greedy by score at IoU >= 0.5, as AP counts), and a logistic fit on the
+score logit, Platt's method, maps logit -> ``scale * logit + bias``. Without held-out
+backgrounds the build does not calibrate: the curve would lift every weak peak on an empty scene. The map is monotone: the peaks, their order, AP
 and CorLoc are unchanged; only what a threshold keeps changes. It is baked into the exported
 graph (``model.ExportModel``), so every backend serves calibrated scores.
 """

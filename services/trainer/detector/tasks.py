@@ -56,10 +56,28 @@ def _materialise_images(store, boxes_path: Path, dest: Path) -> Path:
     return dest
 
 
+def _dataset_negatives(store, dataset_id: str, dest: Path) -> tuple[Path | None, int]:
+    """The dataset's negative images (random-word and hard-negative searches), linked into
+    ``dest`` as one folder for ``build_detector``. (None, 0) when the dataset has none."""
+    from labelfree.trainer.tasks import dataset_image_keys
+
+    with session_scope() as session:
+        _, _, negative_keys = dataset_image_keys(session, dataset_id)
+    if not negative_keys:
+        return None, 0
+    dest.mkdir(parents=True, exist_ok=True)
+    for key in negative_keys:
+        link = dest / key.replace("/", "_")
+        if not link.exists():
+            link.symlink_to(store.local_path(key))
+    return dest, len(negative_keys)
+
+
 @job_task(TRAIN_DETECTOR_TASK, QUEUE_TRAIN)
 def train_detector_job(job_id: str, params: dict, progress) -> dict:
     """``params``: ``explain_job_id``, optional ``config`` (TrainConfig fields), ``instance_kind``,
-    ``negatives`` (folders). Result: ``model_id``, ``store_prefix``, validation ``metrics``."""
+    ``negatives`` (folders; by default the negative images of the explain run's dataset, unless
+    ``dataset_negatives`` is false). Result: ``model_id``, ``store_prefix``, validation ``metrics``."""
     from labelfree.trainer.detector.build import build_detector
     from labelfree.trainer.detector.train import TrainConfig
 
@@ -78,8 +96,13 @@ def train_detector_job(job_id: str, params: dict, progress) -> dict:
     provenance = {"explain_job_id": params["explain_job_id"], "boxes_key": boxes_key,
                   "classifier_model_id": explain_result.get("classifier_model_id"),
                   "dataset_id": explain_result.get("dataset_id"), "run_id": run_id}
+    negatives = list(params.get("negatives", ()))
+    dataset_id = explain_result.get("dataset_id") or params.get("dataset_id")
+    if not negatives and dataset_id and params.get("dataset_negatives", True):
+        folder, provenance["dataset_negatives"] = _dataset_negatives(store, dataset_id, work / "negatives")
+        negatives = [folder] if folder else []
     config = TrainConfig(**params.get("config", {}))
-    manifest = build_detector(images, boxes_path, work / "det", negatives=params.get("negatives", ()),
+    manifest = build_detector(images, boxes_path, work / "det", negatives=negatives,
                               config=config, instance_kind=params.get("instance_kind", "cpu"),
                               unboxed_as_negative=bool(params.get("unboxed_as_negative", False)),
                               self_train_rounds=int(params.get("self_train_rounds", 1)),

@@ -85,3 +85,43 @@ def test_post_detectors_queues_a_job_and_the_task_registers_the_model(client, sy
     assert json.loads(store.get(f"{prefix}/manifest.json"))["kind"] == "detector"
     got = client.get(f"/v1/detectors/{model.id}")
     assert got.status_code == 200 and got.json()["manifest"]["input_size"] == 96
+
+
+def test_the_task_trains_on_the_datasets_negative_images(synthetic):
+    """An explain run of a dataset: its negative search results are the detector's backgrounds."""
+    import hashlib
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from labelfree.core import jobs
+    from labelfree.core.db import session_scope
+    from labelfree.core.models import Dataset, Image, Job, Model
+    from labelfree.core.store import get_store
+    from labelfree.trainer.detector import tasks
+
+    store = get_store()
+    rng = np.random.default_rng(7)
+    with session_scope() as s:
+        dataset = Dataset(query="blobs", provider="dir")
+        s.add(dataset)
+        s.flush()
+        for k in range(5):
+            path = synthetic["root"] / f"background_{k}.png"
+            PILImage.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(path)
+            data = path.read_bytes()
+            s.add(Image(sha256=hashlib.sha256(data).hexdigest(), store_key=store.put_bytes(data, ".png"),
+                        dataset_id=dataset.id, label="negative", width=96, height=96))
+        dataset_id = dataset.id
+    boxes_key = store.put_bytes(synthetic["boxes"].read_bytes(), ".json", prefix="boxes")
+    explain_id = _explain_job({"boxes_key": boxes_key, "images_dir": str(synthetic["images"]),
+                               "dataset_id": dataset_id})
+    with session_scope() as s:
+        job = jobs.create_job(s, "train_detector", {"explain_job_id": explain_id, "config": {
+            "epochs": 1, "min_steps": 0, "input_size": 96, "batch_size": 4}}).id
+    tasks.train_detector_job.apply(args=[job])
+    with session_scope() as s:
+        done = s.get(Job, job)
+        assert done.state == "succeeded", done.error
+        training = s.get(Model, done.result["model_id"]).manifest["training"]
+    assert training["n_negative"] == 5 and training["provenance"]["dataset_negatives"] == 5

@@ -52,3 +52,13 @@ def test_build_records_why_scores_were_not_calibrated(trained):
     # the shared fixture trains with no held-out split: nothing to calibrate on
     record = trained["manifest"]["training"]["score_calibration"]
     assert record == {"fitted": False, "reason": "no held-out images"}
+
+
+def test_build_does_not_calibrate_without_held_out_backgrounds(synthetic):
+    from labelfree.trainer.detector.build import _calibrate
+    from labelfree.trainer.detector.data import load_coco_boxes
+    from labelfree.trainer.detector.train import TrainConfig
+
+    animals = [s for s in load_coco_boxes(synthetic["boxes"], synthetic["images"])[0] if not s.is_negative]
+    record = _calibrate(None, animals, TrainConfig(input_size=96), 3)
+    assert not record["fitted"] and "no held-out negatives" in record["reason"]
