@@ -10,9 +10,10 @@ a survey threshold meant nothing from one detector to the next (bench/results/de
 After training, the detector's own held-out split, animals and backgrounds, is matched against
 the teacher's boxes (greedy by score at IoU >= 0.5, as AP counts), and a logistic fit on the
 score logit, Platt's method, maps logit -> ``scale * logit + bias``. Without held-out
-backgrounds the build does not calibrate: the curve would lift every weak peak on an empty scene. The map is monotone: the peaks, their order, AP
-and CorLoc are unchanged; only what a threshold keeps changes. It is baked into the exported
-graph (``model.ExportModel``), so every backend serves calibrated scores.
+backgrounds the build does not calibrate: the curve would lift every weak peak on an empty
+scene. The map is monotone: the peaks, their order, AP and CorLoc are unchanged; only what a
+threshold keeps changes. It is baked into the exported graph (``model.ExportModel``), so every
+backend serves calibrated scores.
 """
 
 from __future__ import annotations
@@ -30,21 +31,13 @@ SCALE_RANGE = (0.2, 8.0)
 IDENTITY = (1.0, 0.0)
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p) - np.log1p(-p)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def fit_score_calibration(pred_boxes: list[np.ndarray], pred_scores: list[np.ndarray],
                           true_boxes: list[np.ndarray], *, iou: float = 0.5) -> dict:
     """Platt scaling of detection scores against held-out truths (one entry per image; negatives
     have no truths). Returns ``{"scale", "bias", "fitted", ...}`` with the fit's size and its
     Brier score before and after; identity (``fitted`` False, with a ``reason``) when the split
     cannot support a fit."""
+    from scipy.special import expit, logit
     from sklearn.linear_model import LogisticRegression
 
     scores, hits = match_detections(pred_boxes, pred_scores, true_boxes, iou)
@@ -54,12 +47,12 @@ def fit_score_calibration(pred_boxes: list[np.ndarray], pred_scores: list[np.nda
            "n_matched": int(hits.sum()), "iou": iou, "floor": FLOOR}
     if hits.sum() < MIN_EACH or (~hits).sum() < MIN_EACH:
         return {**out, "reason": f"needs >= {MIN_EACH} matched and unmatched detections at score >= {FLOOR}"}
-    z = _logit(scores)[:, None]
+    z = logit(np.clip(scores, 1e-6, 1 - 1e-6))[:, None]
     model = LogisticRegression(C=10.0).fit(z, hits.astype(int))
     scale, bias = float(model.coef_[0, 0]), float(model.intercept_[0])
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
         return {**out, "reason": f"fitted scale {scale:.3g} outside {SCALE_RANGE}"}
-    calibrated = _sigmoid(scale * z[:, 0] + bias)
+    calibrated = expit(scale * z[:, 0] + bias)
     return {**out, "scale": scale, "bias": bias, "fitted": True,
             "brier_before": float(np.mean((scores - hits) ** 2)),
             "brier_after": float(np.mean((calibrated - hits) ** 2))}

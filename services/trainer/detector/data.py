@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from labelfree.core.images import detector_resize, iter_image_files, load_rgb
+from labelfree.trainer.detector import PASTE_COVER
 from labelfree.trainer.detector.boxops import box_area
 
 # Fill for zoomed-out borders: the ImageNet mean colour, which the backbone sees as "nothing".
@@ -202,7 +203,7 @@ def _paste_alpha(h: int, w: int) -> np.ndarray:
 
 
 def paste_instance(view: np.ndarray, boxes: np.ndarray, donor: np.ndarray, donor_box: np.ndarray,
-                   rng: np.random.Generator, *, max_cover: float = 0.4,
+                   rng: np.random.Generator, *, max_cover: float = PASTE_COVER,
                    tries: int = 10) -> tuple[np.ndarray, np.ndarray] | None:
     """Copy-paste: one more animal, cut from ``donor`` at ``donor_box`` (xyxy pixels), blended into
     ``view`` (``(S, S, 3)`` uint8 with ``boxes`` normalised xyxy) beside the animals already there.
@@ -260,7 +261,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, samples: list[Sample], size: int, *, train: bool, seed: int = 0, mosaic: float = 0.0,
-                 paste: float = 0.0, paste_cover: float = 0.4):
+                 paste: float = 0.0, paste_cover: float = PASTE_COVER):
         if size % 32:
             raise ValueError(f"input size must be a multiple of 32, got {size}")
         if not 0.0 <= mosaic <= 1.0:
