@@ -33,6 +33,8 @@ declare -A SPEC=(
   [tope12]='{"backbone_mode": "top", "epochs": 12}'
   [w48e12]='{"backbone_mode": "frozen", "width": 48, "epochs": 12}'
   [w64e12]='{"backbone_mode": "frozen", "width": 64, "epochs": 12}'
+  [tope18]='{"backbone_mode": "top", "epochs": 18}'
+  [e24]='{"backbone_mode": "frozen", "epochs": 24}'
 )
 ARGS=()
 for v in $VARIANTS; do ARGS+=(--variant "$v=${SPEC[$v]}"); done
