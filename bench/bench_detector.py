@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from labelfree.trainer.detector import PASTE, PASTE_COVER
+from labelfree.trainer.detector import EPOCHS, PASTE, PASTE_COVER
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GRAPHS = {"fp32": "model_fp32.onnx", "int8": "model.onnx"}
@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--cost-rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, required=True, help="parent of the DET_DIRs (s<S> each)")
     ap.add_argument("--neg", type=Path, action="append", default=[])
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--input-size", type=int, nargs="+", default=[128])
     ap.add_argument("--train-threads", type=int, default=None)
     ap.add_argument("--self-train-rounds", type=int, default=1)

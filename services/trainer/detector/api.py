@@ -17,7 +17,7 @@ from labelfree.core import jobs
 from labelfree.core.db import get_session
 from labelfree.core.errors import LabelfreeError, not_found
 from labelfree.core.models import Model
-from labelfree.trainer.detector import CALIBRATE, PASTE, SOFT_CANDIDATES
+from labelfree.trainer.detector import CALIBRATE, EPOCHS, PASTE, SOFT_CANDIDATES
 
 router = APIRouter(prefix="/v1/detectors", tags=["detectors"])
 
@@ -26,7 +26,7 @@ class DetectorConfig(BaseModel):
     """The training settings a client may choose (others keep their defaults)."""
 
     model_config = {"extra": "forbid"}
-    epochs: int = Field(6, ge=1, le=300)
+    epochs: int = Field(EPOCHS, ge=1, le=300)
     min_steps: int = Field(120, ge=0, le=100_000, description="small datasets train more epochs, up to this many steps")
     input_size: int = Field(128, ge=64, le=1024)
     batch_size: int = Field(16, ge=1, le=512)

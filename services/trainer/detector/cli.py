@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from labelfree.trainer.detector import CALIBRATE, PASTE, PASTE_COVER, SOFT_CANDIDATES
+from labelfree.trainer.detector import BACKBONE_MODE, CALIBRATE, EPOCHS, PASTE, PASTE_COVER, SOFT_CANDIDATES
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -28,7 +28,7 @@ def train_detector_cmd(
     boxes: Path = typer.Option(..., "--boxes", help="COCO-style boxes.json (e.g. from `labelfree explain`)"),
     out: Path = typer.Option(..., "--out", help="DET_DIR to write"),
     neg: Optional[List[Path]] = typer.Option(None, "--neg", help="folder of images without the object (repeatable)"),
-    epochs: int = typer.Option(6, min=1),
+    epochs: int = typer.Option(EPOCHS, min=1),
     min_steps: int = typer.Option(120, "--min-steps", min=0,
                                   help="train at least this many steps: small folders get more epochs (0: off)"),
     input_size: int = typer.Option(128, "--input-size",
@@ -36,7 +36,8 @@ def train_detector_cmd(
                                         "on lion/dev at a third of the cost; raise it for small animals)"),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
-    backbone_mode: str = typer.Option("auto", "--backbone-mode", help="frozen, top, all or auto"),
+    backbone_mode: str = typer.Option("auto", "--backbone-mode",
+                                     help=f"frozen, top (the last stage trains), all, or auto (= {BACKBONE_MODE})"),
     instance_kind: str = typer.Option("cpu", "--instance-kind", help="Triton instance group: cpu or gpu"),
     seed: int = typer.Option(0),
     unboxed_negative: bool = typer.Option(False, "--unboxed-negative",

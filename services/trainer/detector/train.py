@@ -1,8 +1,10 @@
 """Train the detector on (pseudo-)boxes: pure function, arguments only, no settings.
 
-CPU strategy: the pretrained backbone stays frozen and its feature pyramid is computed by
-ONNX Runtime (several times faster than eager PyTorch on CPU); only the neck and head train.
-On CUDA the whole network trains end to end with mixed precision.
+What trains: the neck, the head and the backbone's last stage (``backbone_mode`` ``top``, the
+default on CPU and CUDA alike); the earlier stages keep their pretrained weights. A ``frozen``
+backbone trains about twice as fast on CPU (ONNX Runtime computes its feature pyramid) but
+localises worse; ``all`` trains end to end, which measured no better on a GPU. CUDA trains
+with mixed precision.
 
 Each epoch ends with validation on held-out images (their pseudo-boxes) and a checkpoint
 (``checkpoints/last.pt``); calling again with ``resume=True`` continues from it.
@@ -22,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from labelfree.core.backbone import load_backbone
-from labelfree.trainer.detector import PASTE, PASTE_COVER
+from labelfree.trainer.detector import BACKBONE_MODE, EPOCHS, PASTE, PASTE_COVER
 from labelfree.trainer.detector.boxops import match_ap, top_box_iou
 from labelfree.trainer.detector.data import DetectionDataset, Sample, collate, epoch_order
 from labelfree.trainer.detector.loss import build_targets, detection_loss
@@ -34,12 +36,12 @@ BACKBONE_MODES = ("frozen", "top", "all")
 @dataclass
 class TrainConfig:
     """Hyper-parameters. ``backbone_mode``: ``frozen`` | ``top`` (last stage trains) | ``all``;
-    ``auto`` device picks CUDA when present; ``feature_runtime`` ``auto`` uses ONNX Runtime
+    ``auto`` is the measured default (``BACKBONE_MODE``). ``device`` ``auto`` picks CUDA when present; ``feature_runtime`` ``auto`` uses ONNX Runtime
     for a frozen backbone on CPU. ``mosaic``: share of training views that are 2x2 mosaics
     (:class:`~labelfree.trainer.detector.data.DetectionDataset`)."""
 
     input_size: int = 128
-    epochs: int = 6
+    epochs: int = EPOCHS
     batch_size: int = 16
     lr: float = 3e-3
     backbone_lr_scale: float = 0.1
@@ -218,7 +220,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
     if not positives:
         raise ValueError("no images with boxes to train on")
     device = resolve_device(config.device)
-    mode = config.backbone_mode if config.backbone_mode != "auto" else ("all" if device.type == "cuda" else "frozen")
+    mode = config.backbone_mode if config.backbone_mode != "auto" else BACKBONE_MODE
     threads = config.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     torch.manual_seed(config.seed)

@@ -100,3 +100,20 @@ def test_soft_relabel_keeps_the_weaker_peaks_as_ranked_candidates(trained, synth
         labels = s.weights == 1.0
         assert np.allclose(s.boxes[labels], h.boxes) and (s.weights[~labels] < 0.5).all()
         assert len(s.boxes) >= len(h.boxes) and (h.weights == 1.0).all()
+
+
+def test_the_default_trains_the_last_backbone_stage_only(synthetic, tmp_path):
+    """``auto`` is ``top``: the last stride-32 stage adapts, the earlier stages keep their pretrained weights."""
+    import torch
+
+    from labelfree.core.backbone import load_backbone
+
+    samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
+    pos = [s for s in samples if not s.is_negative]
+    config = TrainConfig(input_size=64, epochs=1, min_steps=0, batch_size=4, val_fraction=0.0, top_k=20)
+    assert config.backbone_mode == "auto"
+    trained = train_detector(pos, [], 1, tmp_path, config, show_progress=False).detector.backbone.state_dict()
+    pretrained = load_backbone(config.backbone).state_dict()
+    changed = {k for k, v in pretrained.items() if v.is_floating_point() and not torch.equal(v, trained[k])}
+    last = load_backbone(config.backbone)._taps[-2] + 1
+    assert changed and all(k.startswith("blocks.") and int(k.split(".")[1]) >= last for k in changed), sorted(changed)[:5]
