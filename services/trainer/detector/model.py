@@ -156,12 +156,33 @@ class ExportModel(nn.Module):
 
 
 class PyramidModel(nn.Module):
-    """uint8 ``(N, S, S, 3)`` -> ``[C3, C4, C5]``: the frozen backbone, exported for fast CPU training."""
+    """uint8 ``(N, S, S, 3)`` -> ``[C3, C4, C5]``: the frozen backbone, exported for fast CPU training.
 
-    def __init__(self, backbone: Backbone):
+    ``below_top``: stop at ``[C3, C4]``, the stages a ``top`` run keeps frozen (``top_stage`` computes
+    C5 from C4 in PyTorch, where it trains)."""
+
+    def __init__(self, backbone: Backbone, *, below_top: bool = False):
         super().__init__()
         self.backbone = backbone
+        self.below_top = below_top
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        c3, c4, c5 = self.backbone.pyramid(preprocess_uint8(images))
-        return c3, c4, c5
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.below_top:
+            c3, c4, c5 = self.backbone.pyramid(preprocess_uint8(images))
+            return c3, c4, c5
+        taps = self.backbone._taps
+        x, out = self.backbone.stem(preprocess_uint8(images)), []
+        for i, block in enumerate(self.backbone.blocks[: taps[1] + 1]):
+            x = block(x)
+            if i in taps:
+                out.append(x)
+        return tuple(out)
+
+
+def top_stage(backbone: Backbone) -> list[nn.Module] | None:
+    """The blocks from C4 to C5 (the last stride-32 stage, what ``backbone_mode='top'`` trains), or
+    None for a backbone without numbered blocks."""
+    taps, blocks = getattr(backbone, "_taps", None), getattr(backbone, "blocks", None)
+    if taps is None or blocks is None:
+        return None
+    return list(blocks)[taps[1] + 1: taps[2] + 1]

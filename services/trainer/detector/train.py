@@ -28,7 +28,7 @@ from labelfree.trainer.detector import BACKBONE_MODE, EPOCHS, PASTE, PASTE_COVER
 from labelfree.trainer.detector.boxops import match_ap, top_box_iou
 from labelfree.trainer.detector.data import DetectionDataset, Sample, collate, epoch_order
 from labelfree.trainer.detector.loss import build_targets, detection_loss
-from labelfree.trainer.detector.model import Detector, PyramidModel, decode
+from labelfree.trainer.detector.model import Detector, PyramidModel, decode, top_stage
 
 BACKBONE_MODES = ("frozen", "top", "all")
 
@@ -106,19 +106,23 @@ def resolve_device(name: str) -> torch.device:
 
 
 class _Features:
-    """``[C3, C4, C5]`` for a uint8 batch: ONNX Runtime for a frozen CPU backbone, else PyTorch."""
+    """``[C3, C4, C5]`` for a uint8 batch: on CPU the frozen stages run in ONNX Runtime (several times
+    faster than eager PyTorch), and with ``top`` the last stage, which trains, in PyTorch on their C4."""
 
     def __init__(self, detector: Detector, size: int, device: torch.device, use_ort: bool, work_dir: Path,
-                 threads: int):
+                 threads: int, mode: str = "frozen"):
         self.detector, self.device, self.session = detector, device, None
+        self.top = top_stage(detector.backbone) if mode == "top" else None
         if use_ort:
             import onnxruntime as ort
 
-            path = work_dir / f"backbone_pyramid_{size}.onnx"
+            below_top = self.top is not None
+            path = work_dir / f"backbone_pyramid_{size}{'_below_top' if below_top else ''}.onnx"
             if not path.is_file():
                 example = torch.zeros(1, size, size, 3, dtype=torch.uint8)
-                torch.onnx.export(PyramidModel(detector.backbone).eval(), (example,), str(path),
-                                  input_names=["images"], output_names=["c3", "c4", "c5"],
+                names = ["c3", "c4"] if below_top else ["c3", "c4", "c5"]
+                torch.onnx.export(PyramidModel(detector.backbone, below_top=below_top).eval(), (example,), str(path),
+                                  input_names=["images"], output_names=names,
                                   dynamic_axes={"images": {0: "n"}}, opset_version=17, dynamo=False)
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
@@ -130,7 +134,13 @@ class _Features:
         from labelfree.core.backbone import preprocess_uint8
 
         if self.session is not None:
-            return [torch.from_numpy(f) for f in self.session.run(None, {"images": images.numpy()})]
+            feats = [torch.from_numpy(f) for f in self.session.run(None, {"images": images.numpy()})]
+            if self.top is not None:
+                x = feats[-1]
+                for block in self.top:
+                    x = block(x)
+                feats.append(x)
+            return feats
         return self.detector.backbone.pyramid(preprocess_uint8(images.to(self.device, non_blocking=True)))
 
 
@@ -233,15 +243,17 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
     train_samples = train_pos + train_neg
     detector = Detector(load_backbone(config.backbone), num_classes, width=config.width,
                         head_depth=config.head_depth, out_stride=config.out_stride).to(device)
+    if config.backbone_mode == "auto" and mode == "top" and top_stage(detector.backbone) is None:
+        mode = "frozen"  # a backbone without numbered blocks (MobileNetV2) has no top stage to train
     groups = _set_trainable(detector, mode)
     for g in groups:
         g["lr"] = config.lr * (g["lr_scale"] or config.backbone_lr_scale)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     use_ort = config.feature_runtime == "onnxruntime" or (
-        config.feature_runtime == "auto" and mode == "frozen" and device.type == "cpu")
-    if use_ort and mode != "frozen":
-        raise ValueError("feature_runtime 'onnxruntime' needs backbone_mode 'frozen'")
-    features = _Features(detector, config.input_size, device, use_ort, work / "checkpoints", threads)
+        config.feature_runtime == "auto" and mode in ("frozen", "top") and device.type == "cpu")
+    if use_ort and mode not in ("frozen", "top"):
+        raise ValueError("feature_runtime 'onnxruntime' needs backbone_mode 'frozen' or 'top'")
+    features = _Features(detector, config.input_size, device, use_ort, work / "checkpoints", threads, mode)
     amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 

@@ -117,3 +117,37 @@ def test_the_default_trains_the_last_backbone_stage_only(synthetic, tmp_path):
     changed = {k for k, v in pretrained.items() if v.is_floating_point() and not torch.equal(v, trained[k])}
     last = load_backbone(config.backbone)._taps[-2] + 1
     assert changed and all(k.startswith("blocks.") and int(k.split(".")[1]) >= last for k in changed), sorted(changed)[:5]
+
+
+def test_top_stage_on_onnx_runtime_features_matches_pytorch(tmp_path):
+    """On CPU a ``top`` run computes the frozen stages in ONNX Runtime and the last stage in PyTorch: the
+    pyramid must be the backbone's own, and gradients must reach the last stage."""
+    import torch
+
+    from labelfree.core.backbone import load_backbone
+    from labelfree.trainer.detector.model import Detector
+    from labelfree.trainer.detector.train import _Features, _set_trainable
+
+    detector = Detector(load_backbone("efficientnet-lite0"), 1).eval()
+    _set_trainable(detector, "top")
+    images = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    mixed = _Features(detector, 64, torch.device("cpu"), True, tmp_path, 1, "top")(images)
+    plain = _Features(detector, 64, torch.device("cpu"), False, tmp_path, 1, "top")(images)
+    assert [f.shape for f in mixed] == [f.shape for f in plain]
+    for a, b in zip(mixed, plain):
+        assert torch.allclose(a, b, atol=1e-3, rtol=1e-3), float((a - b).abs().max())
+    mixed[-1].sum().backward()
+    assert detector.backbone.blocks[-1]._project_conv.weight.grad is not None
+    assert detector.backbone.blocks[0]._project_conv.weight.grad is None
+
+
+def test_auto_falls_back_to_frozen_for_a_backbone_without_a_top_stage(synthetic, tmp_path):
+    samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
+    pos = [s for s in samples if not s.is_negative]
+    config = TrainConfig(input_size=64, epochs=1, min_steps=0, batch_size=4, val_fraction=0.0, top_k=20,
+                         backbone="mobilenetv2")
+    result = train_detector(pos, [], 1, tmp_path, config, show_progress=False)
+    assert result.history and not any(p.requires_grad for p in result.detector.backbone.parameters())
+    with pytest.raises(ValueError, match="top"):
+        train_detector(pos, [], 1, tmp_path / "top", TrainConfig(**{**config.__dict__, "backbone_mode": "top"}),
+                       show_progress=False)
