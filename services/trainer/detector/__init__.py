@@ -4,10 +4,10 @@ Defaults shared by the CLI, the API and the build live here, so importing them l
 """
 
 # Training length and what of the backbone trains (``train.TrainConfig``). Twelve epochs with the last
-# backbone stage trained ("top") against six with it frozen: lion/dev AP 0.66 -> 0.70-0.71 and mean IoU
-# 0.69 -> 0.71 over seven runs on a GPU and the CPU, one of them at 0.655; single-lion photos with no box
-# at conf 0.5 fell from 9% to 3-4%. A CPU build takes about three times as long
-# (bench/results/detector.md, "Twelve epochs and the top stage").
+# backbone stage trained ("top") against six with it frozen: lion/dev AP 0.66 -> 0.696 (eight runs on a GPU
+# and the CPU, 0.655-0.714) and mean IoU 0.69 -> 0.71; single-lion photos with no box at conf 0.5 fell
+# from 9% to 3-4%. A CPU build takes about four times as long (bench/results/detector.md, "Twelve epochs
+# and the top stage").
 EPOCHS = 12
 BACKBONE_MODE = "top"
 # Train on the teacher's ranked candidate boxes as soft targets (see ``build.build_detector``):

@@ -36,8 +36,9 @@ BACKBONE_MODES = ("frozen", "top", "all")
 @dataclass
 class TrainConfig:
     """Hyper-parameters. ``backbone_mode``: ``frozen`` | ``top`` (last stage trains) | ``all``;
-    ``auto`` is the measured default (``BACKBONE_MODE``). ``device`` ``auto`` picks CUDA when present; ``feature_runtime`` ``auto`` uses ONNX Runtime
-    for a frozen backbone on CPU. ``mosaic``: share of training views that are 2x2 mosaics
+    ``auto`` is the measured default (``BACKBONE_MODE``, or ``frozen`` for a backbone without a top
+    stage). ``device`` ``auto`` picks CUDA when present; ``feature_runtime`` ``auto`` runs the frozen
+    stages in ONNX Runtime on CPU. ``mosaic``: share of training views that are 2x2 mosaics
     (:class:`~labelfree.trainer.detector.data.DetectionDataset`)."""
 
     input_size: int = 128
