@@ -70,6 +70,9 @@ class TrainConfig:
     mosaic: float = 0.0
     paste: float = PASTE
     paste_cover: float = PASTE_COVER
+    # Exponential moving average of the weights (decay per step; 0: off): validation, checkpoints and the
+    # returned detector use the average.
+    ema: float = 0.0
 
     def validate(self) -> None:
         if self.input_size % 32 or self.input_size < 64:
@@ -86,6 +89,8 @@ class TrainConfig:
         if self.top_k > cells:
             raise ValueError(f"top_k={self.top_k} is more than the {cells} cells of a {self.input_size}px input "
                              f"at stride {self.out_stride}; lower top_k or raise input_size")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -201,6 +206,15 @@ def localisation_metrics(boxes: list, scores: list, truths: list) -> dict[str, f
             "miou": float(ious.mean()) if keep else 0.0}
 
 
+@torch.no_grad()
+def _ema_update(ema: dict, detector: Detector, decay: float) -> None:
+    for key, value in detector.state_dict().items():
+        if value.dtype.is_floating_point:
+            ema[key].mul_(decay).add_(value.detach(), alpha=1 - decay)
+        else:
+            ema[key].copy_(value)
+
+
 def _selection_score(record: dict) -> float:
     """Checkpoint choice: agreement with held-out pseudo-boxes (AP@0.5 and mean IoU, since AP
     saturates on easy data); the training loss when there is no validation split."""
@@ -270,6 +284,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
         optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(total_steps, 1), pct_start=0.1)
 
     start_epoch, step, history, best = 0, 0, [], -1.0
+    ema = {k: v.detach().clone() for k, v in detector.state_dict().items()} if config.ema else None
     last_path, best_path = work / "checkpoints" / "last.pt", work / "checkpoints" / "best.pt"
     if resume and last_path.is_file():
         state = torch.load(last_path, map_location=device, weights_only=False)
@@ -280,6 +295,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, step, history, best = state["epoch"] + 1, state["step"], state["history"], state["best"]
+        ema = state.get("ema")
 
     for epoch in range(start_epoch, epochs):
         if step >= total_steps:
@@ -310,6 +326,8 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
             scaler.update()
             scheduler.step()
             step += 1
+            if ema is not None:
+                _ema_update(ema, detector, min(config.ema, (1 + step) / (10 + step)))
             seen += len(images)
             sums["loss"] += float(loss.detach())
             sums["heat"] += parts["heat"]
@@ -321,6 +339,10 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
         n_batches = max(1, -(-seen // config.batch_size))
         record = {"epoch": epoch + 1, "step": step, "images_per_s": seen / max(elapsed, 1e-9),
                   **{f"train_{k}": v / n_batches for k, v in sums.items()}}
+        live = None
+        if ema is not None:  # validate and keep the average; train on from the live weights
+            live = {k: v.detach().clone() for k, v in detector.state_dict().items()}
+            detector.load_state_dict(ema)
         if len(val_set):
             val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.batch_size, collate_fn=collate,
                                                      num_workers=config.num_workers)
@@ -331,9 +353,11 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
         if score > best:
             best = score
             torch.save({"model": detector.state_dict(), "epoch": epoch, "record": record}, best_path)
-        torch.save({"model": detector.state_dict(), "optimizer": optimizer.state_dict(),
+        torch.save({"model": live or detector.state_dict(), "ema": ema, "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                     "step": step, "history": history, "best": best, "config": dataclasses.asdict(config)}, last_path)
+        if live is not None:
+            detector.load_state_dict(live)
         if show_progress:
             tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
         if progress is not None:

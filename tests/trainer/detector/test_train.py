@@ -151,3 +151,24 @@ def test_auto_falls_back_to_frozen_for_a_backbone_without_a_top_stage(synthetic,
     with pytest.raises(ValueError, match="top"):
         train_detector(pos, [], 1, tmp_path / "top", TrainConfig(**{**config.__dict__, "backbone_mode": "top"}),
                        show_progress=False)
+
+
+def test_weight_average_trains_resumes_and_checks_its_decay(synthetic, tmp_path):
+    samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
+    pos = [s for s in samples if not s.is_negative]
+    config = TrainConfig(input_size=64, epochs=2, min_steps=0, batch_size=4, val_fraction=0.0, top_k=20, ema=0.9)
+
+    def stop_after_first_epoch(share: float) -> None:
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        train_detector(pos, [], 1, tmp_path, config, show_progress=False, progress=stop_after_first_epoch)
+    import torch
+
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    head = "head.heat.2.weight"
+    assert not torch.equal(state["ema"][head], state["model"][head])  # the average lags the live weights
+    result = train_detector(pos, [], 1, tmp_path, config, show_progress=False)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    with pytest.raises(ValueError, match="ema"):
+        TrainConfig(ema=1.0).validate()
