@@ -10,6 +10,9 @@ Defaults shared by the CLI, the API and the build live here, so importing them l
 # and the top stage").
 EPOCHS = 12
 BACKBONE_MODE = "top"
+# Decay per step of the moving average of the weights that validation, checkpoints and export use. On the
+# two seeds measured, AP 0.655 -> 0.680 and 0.682 -> 0.698 with everything else the same.
+EMA = 0.995
 # Train on the teacher's ranked candidate boxes as soft targets (see ``build.build_detector``):
 # measured within noise on lion/dev, so off.
 SOFT_CANDIDATES = False

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from labelfree.core.backbone import load_backbone
-from labelfree.trainer.detector import BACKBONE_MODE, EPOCHS, PASTE, PASTE_COVER
+from labelfree.trainer.detector import BACKBONE_MODE, EMA, EPOCHS, PASTE, PASTE_COVER
 from labelfree.trainer.detector.boxops import match_ap, top_box_iou
 from labelfree.trainer.detector.data import DetectionDataset, Sample, collate, epoch_order
 from labelfree.trainer.detector.loss import build_targets, detection_loss
@@ -72,7 +72,7 @@ class TrainConfig:
     paste_cover: float = PASTE_COVER
     # Exponential moving average of the weights (decay per step; 0: off): validation, checkpoints and the
     # returned detector use the average.
-    ema: float = 0.0
+    ema: float = EMA
 
     def validate(self) -> None:
         if self.input_size % 32 or self.input_size < 64:
