@@ -17,7 +17,7 @@ from labelfree.core import jobs
 from labelfree.core.db import get_session
 from labelfree.core.errors import LabelfreeError, not_found
 from labelfree.core.models import Model
-from labelfree.trainer.detector import CALIBRATE, EPOCHS, PASTE, SOFT_CANDIDATES
+from labelfree.trainer.detector import CALIBRATE, EMA, EPOCHS, PASTE, SOFT_CANDIDATES
 
 router = APIRouter(prefix="/v1/detectors", tags=["detectors"])
 
@@ -32,6 +32,7 @@ class DetectorConfig(BaseModel):
     batch_size: int = Field(16, ge=1, le=512)
     backbone_mode: Literal["auto", "frozen", "top", "all"] = "auto"
     seed: int = 0
+    ema: float = Field(EMA, ge=0.0, lt=1.0, description="decay of the moving average of the weights (0: off)")
     paste: float = Field(PASTE, ge=0.0, le=1.0,
                          description="share of training views of an animal given one more, cut from a one-box photo")
 

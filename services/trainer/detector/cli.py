@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from labelfree.trainer.detector import BACKBONE_MODE, CALIBRATE, EPOCHS, PASTE, PASTE_COVER, SOFT_CANDIDATES
+from labelfree.trainer.detector import BACKBONE_MODE, CALIBRATE, EMA, EPOCHS, PASTE, PASTE_COVER, SOFT_CANDIDATES
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -55,6 +55,9 @@ def train_detector_cmd(
     paste_cover: float = typer.Option(PASTE_COVER, "--paste-cover", min=0.0, max=1.0,
                                       help="the most of an animal already in a view that a pasted one may cover "
                                            "(share of that animal's box)"),
+    ema: float = typer.Option(EMA, "--ema", min=0.0, max=0.9999,
+                              help="decay per step of the moving average of the weights that is validated and "
+                                   "exported (0: off)"),
     calibrate: bool = typer.Option(CALIBRATE, "--calibrate/--no-calibrate",
                                    help="Platt-scale the exported scores on the held-out split against the teacher's "
                                         "boxes, so a confidence threshold means the same for every detector"),
@@ -76,7 +79,7 @@ def train_detector_cmd(
         config = TrainConfig(input_size=input_size, epochs=epochs, min_steps=min_steps, batch_size=batch_size,
                              device=device,
                              backbone_mode=backbone_mode, seed=seed, threads=threads, mosaic=mosaic, paste=paste,
-                             paste_cover=paste_cover,
+                             paste_cover=paste_cover, ema=ema,
                              num_workers=workers)
         config.validate()
         manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,

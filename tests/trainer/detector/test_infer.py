@@ -36,3 +36,6 @@ def test_cli_detect_and_bad_input(trained, synthetic, tmp_path):
     bad = runner.invoke(app, ["train-detector", "--images", str(synthetic["images"]), "--boxes",
                               str(tmp_path / "missing.json"), "--out", str(tmp_path / "d")])
     assert bad.exit_code == 2 and "missing.json" in bad.output
+    bad = runner.invoke(app, ["train-detector", "--images", str(synthetic["images"]), "--boxes",
+                              str(synthetic["boxes"]), "--out", str(tmp_path / "d"), "--ema", "1"])
+    assert bad.exit_code == 2 and "--ema" in bad.output
