@@ -156,11 +156,10 @@ def _set_trainable(detector: Detector, mode: str) -> list[dict]:
     backbone_params: list = []
     if mode == "top":
         # The last stride-32 stage: the most task-specific features, cheapest to adapt.
-        last = detector.backbone._taps[-2] + 1 if hasattr(detector.backbone, "_taps") else None
-        blocks = getattr(detector.backbone, "blocks", None)
-        if blocks is None or last is None:
+        blocks = top_stage(detector.backbone)
+        if blocks is None:
             raise ValueError(f"backbone_mode 'top' is not supported for {detector.backbone.name}")
-        for block in list(blocks)[last:]:
+        for block in blocks:
             block.requires_grad_(True)
             backbone_params += list(block.parameters())
     elif mode == "all":
