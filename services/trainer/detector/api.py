@@ -17,7 +17,7 @@ from labelfree.core import jobs
 from labelfree.core.db import get_session
 from labelfree.core.errors import LabelfreeError, not_found
 from labelfree.core.models import Model
-from labelfree.trainer.detector import CALIBRATE, EMA, EPOCHS, PASTE, SOFT_CANDIDATES
+from labelfree.trainer.detector import CALIBRATE, EMA, EPOCHS, KEEP, MIN_STEPS, PASTE, SOFT_CANDIDATES
 
 router = APIRouter(prefix="/v1/detectors", tags=["detectors"])
 
@@ -27,12 +27,14 @@ class DetectorConfig(BaseModel):
 
     model_config = {"extra": "forbid"}
     epochs: int = Field(EPOCHS, ge=1, le=300)
-    min_steps: int = Field(120, ge=0, le=100_000, description="small datasets train more epochs, up to this many steps")
+    min_steps: int = Field(MIN_STEPS, ge=0, le=100_000, description="small datasets train more epochs, up to this many steps")
     input_size: int = Field(128, ge=64, le=1024)
     batch_size: int = Field(16, ge=1, le=512)
     backbone_mode: Literal["auto", "frozen", "top", "all"] = "auto"
     seed: int = 0
     ema: float = Field(EMA, ge=0.0, lt=1.0, description="decay of the moving average of the weights (0: off)")
+    keep: Literal["last", "best"] = Field(KEEP, description="weights to export: the last (averaged) ones, or the "
+                                                             "epoch that agreed best with the held-out pseudo-boxes")
     paste: float = Field(PASTE, ge=0.0, le=1.0,
                          description="share of training views of an animal given one more, cut from a one-box photo")
 

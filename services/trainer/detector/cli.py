@@ -12,7 +12,8 @@ from typing import List, Optional
 
 import typer
 
-from labelfree.trainer.detector import BACKBONE_MODE, CALIBRATE, EMA, EPOCHS, PASTE, PASTE_COVER, SOFT_CANDIDATES
+from labelfree.trainer.detector import (BACKBONE_MODE, CALIBRATE, EMA, EPOCHS, KEEP, KEEP_CHOICES, MIN_STEPS, PASTE,
+                                        PASTE_COVER, SOFT_CANDIDATES)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -29,7 +30,7 @@ def train_detector_cmd(
     out: Path = typer.Option(..., "--out", help="DET_DIR to write"),
     neg: Optional[List[Path]] = typer.Option(None, "--neg", help="folder of images without the object (repeatable)"),
     epochs: int = typer.Option(EPOCHS, min=1),
-    min_steps: int = typer.Option(120, "--min-steps", min=0,
+    min_steps: int = typer.Option(MIN_STEPS, "--min-steps", min=0,
                                   help="train at least this many steps: small folders get more epochs (0: off)"),
     input_size: int = typer.Option(128, "--input-size",
                                    help="S of the S x S model input, a multiple of 32 (128 measured as good as 256 "
@@ -58,6 +59,9 @@ def train_detector_cmd(
     ema: float = typer.Option(EMA, "--ema", min=0.0, max=0.9999,
                               help="decay per step of the moving average of the weights that is validated and "
                                    "exported (0: off)"),
+    keep: str = typer.Option(KEEP, "--keep",
+                             help="weights to export: last (the end of the schedule, averaged) or best (the epoch "
+                                  "that agreed best with the held-out pseudo-boxes)"),
     calibrate: bool = typer.Option(CALIBRATE, "--calibrate/--no-calibrate",
                                    help="Platt-scale the exported scores on the held-out split against the teacher's "
                                         "boxes, so a confidence threshold means the same for every detector"),
@@ -75,11 +79,13 @@ def train_detector_cmd(
 
     if instance_kind not in ("cpu", "gpu"):
         _fail(f"--instance-kind must be cpu or gpu, got {instance_kind!r}")
+    if keep not in KEEP_CHOICES:
+        _fail(f"--keep must be one of {', '.join(KEEP_CHOICES)}, got {keep!r}")
     try:
         config = TrainConfig(input_size=input_size, epochs=epochs, min_steps=min_steps, batch_size=batch_size,
                              device=device,
                              backbone_mode=backbone_mode, seed=seed, threads=threads, mosaic=mosaic, paste=paste,
-                             paste_cover=paste_cover, ema=ema,
+                             paste_cover=paste_cover, ema=ema, keep=keep,
                              num_workers=workers)
         config.validate()
         manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,

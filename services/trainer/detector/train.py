@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from labelfree.core.backbone import load_backbone
-from labelfree.trainer.detector import BACKBONE_MODE, EMA, EPOCHS, PASTE, PASTE_COVER
+from labelfree.trainer.detector import BACKBONE_MODE, EMA, EPOCHS, KEEP, KEEP_CHOICES, MIN_STEPS, PASTE, PASTE_COVER
 from labelfree.trainer.detector.boxops import match_ap, top_box_iou
 from labelfree.trainer.detector.data import DetectionDataset, Sample, collate, epoch_order
 from labelfree.trainer.detector.loss import build_targets, detection_loss
@@ -63,9 +63,8 @@ class TrainConfig:
     threads: int | None = None
     seed: int = 0
     max_steps: int | None = None
-    # Small datasets get more epochs, up to this many optimiser steps in all: 6 epochs of 100
-    # positives are ~40 steps, and such a detector fell below its teacher (bench/results/detector.md).
-    min_steps: int = 120
+    # Small datasets get more epochs, up to this many optimiser steps in all (``MIN_STEPS``).
+    min_steps: int = MIN_STEPS
     augment: bool = True
     mosaic: float = 0.0
     paste: float = PASTE
@@ -73,6 +72,9 @@ class TrainConfig:
     # Exponential moving average of the weights (decay per step; 0: off): validation, checkpoints and the
     # returned detector use the average.
     ema: float = EMA
+    # The weights a round returns: "last" (the end of the schedule, averaged when ``ema`` is on) or "best"
+    # (the epoch that agreed best with the held-out pseudo-boxes). ``KEEP`` says why "last".
+    keep: str = KEEP
 
     def validate(self) -> None:
         if self.input_size % 32 or self.input_size < 64:
@@ -89,6 +91,8 @@ class TrainConfig:
         if self.top_k > cells:
             raise ValueError(f"top_k={self.top_k} is more than the {cells} cells of a {self.input_size}px input "
                              f"at stride {self.out_stride}; lower top_k or raise input_size")
+        if self.keep not in KEEP_CHOICES:
+            raise ValueError(f"keep must be one of {KEEP_CHOICES}, got {self.keep!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -236,7 +240,8 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
     """Train on ``positives`` (samples with boxes) and ``negatives`` (images without); see module doc.
 
     ``work_dir`` receives ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (best validation
-    AP@0.5 against held-out pseudo-boxes); the returned detector carries the best weights.
+    AP@0.5 against held-out pseudo-boxes); the returned detector carries the weights ``config.keep``
+    names: the last (averaged) ones by default, or the best.
     ``progress`` gets the finished share of training in [0, 1] after each epoch.
     """
     config = config or TrainConfig()
@@ -362,9 +367,13 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
         if progress is not None:
             progress(min(1.0, (epoch + 1) / epochs))
 
-    if best_path.is_file():
+    if config.keep == "best" and best_path.is_file():
         detector.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])
+        kept = max(history, key=_selection_score) if history else {}
+    else:
+        if ema is not None:
+            detector.load_state_dict(ema)
+        kept = history[-1] if history else {}
     detector.eval()
-    best_record = max(history, key=_selection_score) if history else {}
-    return TrainResult(detector.cpu(), config, history, dict(best_record),
+    return TrainResult(detector.cpu(), config, history, dict(kept),
                        [str(s.path) for s in train_samples], [str(s.path) for s in val_pos + val_neg])

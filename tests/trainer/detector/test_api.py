@@ -45,6 +45,9 @@ def test_post_detectors_rejects_bad_explain_jobs(client):
     bad_ema = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
                                                  "config": {"ema": 1.0}})
     assert bad_ema.status_code == 422 and "ema" in bad_ema.text
+    bad_keep = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
+                                                  "config": {"keep": "middle"}})
+    assert bad_keep.status_code == 422 and "keep" in bad_keep.text
 
 
 def test_post_detectors_queues_a_job_and_the_task_registers_the_model(client, synthetic, monkeypatch):

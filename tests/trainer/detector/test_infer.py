@@ -39,3 +39,6 @@ def test_cli_detect_and_bad_input(trained, synthetic, tmp_path):
     bad = runner.invoke(app, ["train-detector", "--images", str(synthetic["images"]), "--boxes",
                               str(synthetic["boxes"]), "--out", str(tmp_path / "d"), "--ema", "1"])
     assert bad.exit_code == 2 and "--ema" in bad.output
+    bad = runner.invoke(app, ["train-detector", "--images", str(synthetic["images"]), "--boxes",
+                              str(synthetic["boxes"]), "--out", str(tmp_path / "d"), "--keep", "middle"])
+    assert bad.exit_code == 2 and "--keep" in bad.output and not (tmp_path / "d").exists()

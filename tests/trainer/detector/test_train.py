@@ -172,3 +172,32 @@ def test_weight_average_trains_resumes_and_checks_its_decay(synthetic, tmp_path)
     assert [h["epoch"] for h in result.history] == [1, 2]
     with pytest.raises(ValueError, match="ema"):
         TrainConfig(ema=1.0).validate()
+
+
+def test_keep_last_returns_the_final_average_and_best_the_chosen_epoch(synthetic, tmp_path):
+    import torch
+
+    samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
+    pos = [s for s in samples if not s.is_negative]
+    base = dict(input_size=64, epochs=3, min_steps=0, batch_size=4, val_fraction=0.3, top_k=20, ema=0.9)
+    last = train_detector(pos, [], 1, tmp_path / "last", TrainConfig(**base), show_progress=False)
+    final = torch.load(tmp_path / "last" / "checkpoints" / "last.pt", weights_only=False)["ema"]
+    head = "head.heat.2.weight"
+    assert torch.equal(last.detector.state_dict()[head], final[head].cpu())
+    assert last.metrics["epoch"] == 3 == last.history[-1]["epoch"]
+
+    best = train_detector(pos, [], 1, tmp_path / "best", TrainConfig(**base, keep="best"), show_progress=False)
+    chosen = torch.load(tmp_path / "best" / "checkpoints" / "best.pt", weights_only=False)
+    assert torch.equal(best.detector.state_dict()[head], chosen["model"][head].cpu())
+    assert best.metrics["epoch"] == chosen["record"]["epoch"]
+    with pytest.raises(ValueError, match="keep"):
+        TrainConfig(keep="middle").validate()
+
+
+def test_small_datasets_train_at_least_min_steps(synthetic, tmp_path):
+    samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
+    pos = [s for s in samples if not s.is_negative]
+    assert TrainConfig().min_steps == 800  # the floor the small-dataset bench chose (MIN_STEPS)
+    config = TrainConfig(input_size=64, epochs=1, min_steps=12, batch_size=4, val_fraction=0.0, top_k=20)
+    result = train_detector(pos, [], 1, tmp_path, config, show_progress=False)
+    assert result.history[-1]["step"] >= 12 and len(result.history) > 1
