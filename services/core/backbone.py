@@ -75,7 +75,8 @@ class Backbone(nn.Module):
     input_size: int
     pyramid_channels: tuple[int, int, int]
 
-    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
+    def pyramid(self, x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:  # pragma: no cover - abstract
+        """``[C3, C4, C5][:levels]`` (strides 8, 16, 32); fewer levels stop the network early."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -123,12 +124,13 @@ class EfficientNetLiteBackbone(Backbone):
         self.pyramid_channels = tuple(self.blocks[i]._bn2.num_features for i in self._taps)
         self.eval()
 
-    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def pyramid(self, x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
+        taps = self._taps[:levels]
         x = self.stem(x)
         out = []
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.blocks[: taps[-1] + 1]):
             x = block(x)
-            if i in self._taps:
+            if i in taps:
                 out.append(x)
         return out
 
@@ -213,12 +215,13 @@ class MobileNetV2Backbone(Backbone):
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.in_scale + self.in_shift
 
-    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def pyramid(self, x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
+        taps = self._taps[:levels]
         x = self._normalise(x)
         out = []
-        for i, layer in enumerate(self.features[: self._taps[-1] + 1]):
+        for i, layer in enumerate(self.features[: taps[-1] + 1]):
             x = layer(x)
-            if i in self._taps:
+            if i in taps:
                 out.append(x)
         return out
 

@@ -27,7 +27,7 @@ class DetectorConfig(BaseModel):
 
     model_config = {"extra": "forbid"}
     epochs: int = Field(EPOCHS, ge=1, le=300)
-    min_steps: int = Field(MIN_STEPS, ge=0, le=100_000, description="small datasets train more epochs, up to this many steps")
+    min_steps: int = Field(MIN_STEPS, ge=0, le=100_000, description="small datasets train more epochs, until at least this many steps")
     input_size: int = Field(128, ge=64, le=1024)
     batch_size: int = Field(16, ge=1, le=512)
     backbone_mode: Literal["auto", "frozen", "top", "all"] = "auto"

@@ -167,16 +167,7 @@ class PyramidModel(nn.Module):
         self.below_top = below_top
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if not self.below_top:
-            c3, c4, c5 = self.backbone.pyramid(preprocess_uint8(images))
-            return c3, c4, c5
-        taps = self.backbone._taps
-        x, out = self.backbone.stem(preprocess_uint8(images)), []
-        for i, block in enumerate(self.backbone.blocks[: taps[1] + 1]):
-            x = block(x)
-            if i in taps:
-                out.append(x)
-        return tuple(out)
+        return tuple(self.backbone.pyramid(preprocess_uint8(images), levels=2 if self.below_top else 3))
 
 
 def top_stage(backbone: Backbone) -> list[nn.Module] | None:

@@ -63,7 +63,7 @@ class TrainConfig:
     threads: int | None = None
     seed: int = 0
     max_steps: int | None = None
-    # Small datasets get more epochs, up to this many optimiser steps in all (``MIN_STEPS``).
+    # Small datasets get more epochs, until they train at least this many optimiser steps (``MIN_STEPS``).
     min_steps: int = MIN_STEPS
     augment: bool = True
     mosaic: float = 0.0
@@ -239,9 +239,10 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
                    progress: Callable[[float], None] | None = None) -> TrainResult:
     """Train on ``positives`` (samples with boxes) and ``negatives`` (images without); see module doc.
 
-    ``work_dir`` receives ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (best validation
-    AP@0.5 against held-out pseudo-boxes); the returned detector carries the weights ``config.keep``
-    names: the last (averaged) ones by default, or the best.
+    ``work_dir`` receives ``checkpoints/last.pt`` (the live weights, and the average under ``ema``) and,
+    with ``keep="best"``, ``checkpoints/best.pt`` (best validation AP@0.5 + mean IoU against held-out
+    pseudo-boxes). The returned detector carries the weights ``config.keep`` names: the last (averaged)
+    ones by default, or the best.
     ``progress`` gets the finished share of training in [0, 1] after each epoch.
     """
     config = config or TrainConfig()
@@ -287,7 +288,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(total_steps, 1), pct_start=0.1)
 
-    start_epoch, step, history, best = 0, 0, [], -1.0
+    start_epoch, step, history, best = 0, 0, [], float("-inf")  # a selection score may be negative (-loss)
     ema = {k: v.detach().clone() for k, v in detector.state_dict().items()} if config.ema else None
     last_path, best_path = work / "checkpoints" / "last.pt", work / "checkpoints" / "best.pt"
     if resume and last_path.is_file():
@@ -356,7 +357,8 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
         score = _selection_score(record)
         if score > best:
             best = score
-            torch.save({"model": detector.state_dict(), "epoch": epoch, "record": record}, best_path)
+            if config.keep == "best":  # a full state dict a time: written only when it will be returned
+                torch.save({"model": detector.state_dict(), "epoch": epoch, "record": record}, best_path)
         torch.save({"model": live or detector.state_dict(), "ema": ema, "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                     "step": step, "history": history, "best": best, "config": dataclasses.asdict(config)}, last_path)

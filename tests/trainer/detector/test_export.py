@@ -17,7 +17,9 @@ def _load_detector(det_dir, config: TrainConfig):
 
     detector = Detector(load_backbone(config.backbone), 1, width=config.width, head_depth=config.head_depth,
                         out_stride=config.out_stride)
-    detector.load_state_dict(torch.load(det_dir / "checkpoints" / "best.pt", weights_only=False)["model"])
+    # the weights the build exported: the last round's final average (``keep="last"``, the default)
+    state = torch.load(det_dir / "checkpoints" / "last.pt", weights_only=False)
+    detector.load_state_dict(state["ema"] if config.ema else state["model"])
     return detector.eval()
 
 
