@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from labelfree.core.http_protocol import PROTOCOL as HTTP_PROTOCOL
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 CACHE = Path("/tmp/lf_cache/inference_bench")
@@ -97,10 +99,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_api(env: dict, port: int, log: Path, workers: int = 1) -> subprocess.Popen:
+def start_api(env: dict, port: int, log: Path, workers: int = 1, http: str = HTTP_PROTOCOL) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "labelfree.inference.api:app", "--host", "127.0.0.1",
                              "--port", str(port), "--no-access-log", "--log-level", "warning",
-                             "--workers", str(workers)],
+                             "--workers", str(workers), "--http", http],
                             env={**os.environ, **env}, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     import httpx
@@ -360,6 +362,8 @@ def main() -> None:
     ap.add_argument("--survey-images", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--triton", action="store_true")
+    ap.add_argument("--http", default=HTTP_PROTOCOL,
+                    help="uvicorn --http of the API (default: the one `labelfree up` serves with; 'httptools' = uvicorn's)")
     ap.add_argument("--api-workers", type=int, default=0,
                     help="uvicorn processes for the API (default: LABELFREE_INFERENCE_WORKERS, as `labelfree up`)")
     ap.add_argument("--survey-batches", default="", help="also time the survey job at these batch sizes, e.g. 1,4")
@@ -396,7 +400,7 @@ def main() -> None:
     if workers == settings.inference_processes:
         env.update(settings.inference_process_env())
     port = free_port()
-    api = start_api(env, port, tmp / "api.log", workers)
+    api = start_api(env, port, tmp / "api.log", workers, args.http)
     url = f"http://127.0.0.1:{port}/v1/detect"
     try:
         res = overhead(url, data, bare_ort, args.rounds, args.per_round)

@@ -46,4 +46,4 @@ EXPOSE 8000
 # For `docker run`; Kubernetes ignores it and uses the chart's probes on the same path.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
-CMD ["uvicorn", "labelfree.trainer.api:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "labelfree.trainer.api:app", "--host", "0.0.0.0", "--port", "8000", "--http", "labelfree.core.http_protocol:CoalescingHttpToolsProtocol"]

@@ -120,6 +120,7 @@ def up(
 ) -> None:
     """Start the four APIs and the workers on this machine. Ctrl-C stops everything."""
     from labelfree.core.celery_app import QUEUES
+    from labelfree.core.http_protocol import PROTOCOL as HTTP_PROTOCOL
     from labelfree.core.metrics import MULTIPROC_ENV
     from labelfree.core.migrate import upgrade
     from labelfree.core.settings import get_settings
@@ -138,6 +139,7 @@ def up(
             shutil.rmtree(service_env[MULTIPROC_ENV], ignore_errors=True)
         procs.append((name, _spawn([sys.executable, "-m", "uvicorn", f"labelfree.{name}.api:app",
                                     "--host", settings.api_host, "--port", str(port), "--no-access-log",
+                                    "--http", HTTP_PROTOCOL,
                                     *(["--workers", str(processes)] if processes > 1 else [])], service_env)))
         console.print(f"[green]{name}[/] http://{settings.api_host}:{port}  (docs at /docs)")
     if workers:

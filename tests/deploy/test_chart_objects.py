@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from labelfree.core.http_protocol import PROTOCOL as HTTP_PROTOCOL
 from tests.deploy.chart import NAMESPACE, all_on_values, by_kind, ci_values, pod_specs, render
 
 APIS = ("ingest", "trainer", "explainer", "inference")
@@ -43,6 +44,7 @@ def port_number(c: dict[str, Any], port: str | int) -> int:
 def test_api_probes_hit_healthz_and_readyz_on_the_uvicorn_port(ci, svc):
     c = container(ci, svc)
     assert c["command"][:2] == ["uvicorn", f"labelfree.{svc}.api:app"]
+    assert c["command"][c["command"].index("--http") + 1] == HTTP_PROTOCOL  # one send per response
     uvicorn_port = int(c["command"][c["command"].index("--port") + 1])
     for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = c[probe]["httpGet"]

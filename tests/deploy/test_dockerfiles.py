@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from labelfree.core.http_protocol import PROTOCOL as HTTP_PROTOCOL
+
 from tests.deploy.chart import ROOT
 
 DOCKER = ROOT / "docker"
@@ -79,7 +81,8 @@ def test_dependency_stage_is_identical_across_images():
 def test_service_images_serve_their_api_and_healthcheck_it(path):
     text = path.read_text()
     svc = path.name.removesuffix(".Dockerfile")
-    assert f'CMD ["uvicorn", "labelfree.{svc}.api:app", "--host", "0.0.0.0", "--port", "8000"]' in text
+    assert (f'CMD ["uvicorn", "labelfree.{svc}.api:app", "--host", "0.0.0.0", "--port", "8000", '
+            f'"--http", "{HTTP_PROTOCOL}"]') in text
     assert "HEALTHCHECK" in text and "/healthz" in text
 
 
