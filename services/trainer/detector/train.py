@@ -31,6 +31,7 @@ from labelfree.trainer.detector.loss import build_targets, detection_loss
 from labelfree.trainer.detector.model import Detector, PyramidModel, decode, top_stage
 
 BACKBONE_MODES = ("frozen", "top", "all")
+CPU_CHANNELS_LAST = True
 
 
 @dataclass
@@ -265,6 +266,10 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
                         head_depth=config.head_depth, out_stride=config.out_stride).to(device)
     if config.backbone_mode == "auto" and mode == "top" and top_stage(detector.backbone) is None:
         mode = "frozen"  # a backbone without numbered blocks (MobileNetV2) has no top stage to train
+    if device.type == "cpu" and CPU_CHANNELS_LAST:
+        # NHWC: PyTorch's CPU kernels for the depthwise convolutions of the top stage, forward and
+        # backward, run ~1.4x faster in it (bench/results/detector.md, "Channels-last on CPU").
+        detector.to(memory_format=torch.channels_last)
     groups = _set_trainable(detector, mode)
     for g in groups:
         g["lr"] = config.lr * (g["lr_scale"] or config.backbone_lr_scale)
@@ -377,5 +382,6 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
             detector.load_state_dict(ema)
         kept = history[-1] if history else {}
     detector.eval()
+    detector.to(memory_format=torch.contiguous_format)
     return TrainResult(detector.cpu(), config, history, dict(kept),
                        [str(s.path) for s in train_samples], [str(s.path) for s in val_pos + val_neg])
