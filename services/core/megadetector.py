@@ -42,9 +42,12 @@ from typing import Any, Iterable, Mapping, Sequence, TextIO
 FORMAT_VERSION = "1.4"
 MIN_VERSION = (1, 0)
 MAX_MAJOR = 1
-# Rounding as MegaDetector writes it: enough for pixels on a 10k-pixel image, short files.
-CONF_DIGITS = 3
+# Boxes are rounded as MegaDetector writes them: enough for pixels on a 10k-pixel image, short files.
 BBOX_DIGITS = 4
+# Confidences keep 3 significant digits (0.956, 0.0123, 0.000456). MegaDetector rounds to 3 decimals, which
+# ties every detection under 0.0005 at 0.0 and loses their order: 0.006 AP@0.5 on lion/dev computed from the
+# file (bench/results/detector.md). The values stay plain numbers in [0, 1].
+CONF_DIGITS = 3
 # Tolerance for boxes that touch the border after rounding.
 _EPS = 1e-3
 CSV_COLUMNS = ("file", "failure", "category", "category_name", "conf", "x", "y", "w", "h",
@@ -80,9 +83,14 @@ def bbox_from_xyxy(xyxy: Sequence[float]) -> list[float]:
             round(x1 - x0, BBOX_DIGITS), round(y1 - y0, BBOX_DIGITS)]
 
 
+def round_conf(conf: float) -> float:
+    """A confidence to ``CONF_DIGITS`` significant digits (never a positive one to 0)."""
+    return float(f"{float(conf):.{CONF_DIGITS}g}")
+
+
 def detection(category: str | int, conf: float, bbox_xywh: Sequence[float]) -> dict:
     """One detection entry; ``bbox_xywh`` is normalised ``[x, y, w, h]``."""
-    return {"category": str(int(category)), "conf": round(float(conf), CONF_DIGITS),
+    return {"category": str(int(category)), "conf": round_conf(conf),
             "bbox": [round(float(v), BBOX_DIGITS) for v in bbox_xywh]}
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Mapping
 
-from labelfree.core.megadetector import build_batch, image_entry, validate_batch
+from labelfree.core.megadetector import build_batch, image_entry, round_conf, validate_batch
 
 CSV_COLUMNS = ("file", "datetime", "camera", "sequence", "category", "conf", "bbox")
 
@@ -50,7 +50,7 @@ def results_json(results: Iterable[ImageResult], categories: Mapping[str, str], 
               for r in results]
     doc = build_batch(images, categories, detector=detector, detector_metadata=detector_metadata)
     if sequences:
-        doc["sequences"] = {seq: {"max_conf": round(float(v["max_conf"]), 3), "images": int(v["images"]),
+        doc["sequences"] = {seq: {"max_conf": round_conf(v["max_conf"]), "images": int(v["images"]),
                                   "best_file": v.get("best_file")}
                             for seq, v in sorted(sequences.items())}
     validate_batch(doc)

@@ -112,3 +112,11 @@ def test_csv_has_one_row_per_detection_and_one_per_empty_or_failed_image():
     assert rows[0]["category_name"] == "animal" and float(rows[0]["w"]) == pytest.approx(0.4)
     assert rows[0]["camera"] == "cam-3"
     assert rows[1]["conf"] == "" and rows[2]["failure"] == "not a decodable image"
+
+
+def test_confidences_keep_three_significant_digits_so_weak_detections_keep_their_order():
+    confs = [0.95649, 0.0123456, 0.000456789, 0.0004, 0.0001, 0.0]
+    got = [detection(0, c, [0.1, 0.1, 0.2, 0.2])["conf"] for c in confs]
+    assert got == [0.956, 0.0123, 0.000457, 0.0004, 0.0001, 0.0]
+    assert got[3] > got[4] > 0  # three decimals would tie both at 0.0
+    assert detection(0, 0.99996, [0, 0, 1, 1])["conf"] == 1.0
