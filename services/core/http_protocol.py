@@ -21,24 +21,33 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 PROTOCOL = "labelfree.core.http_protocol:CoalescingHttpToolsProtocol"
 
 
+# Past this many buffered bytes a write goes out at once: a body streamed without yielding to the loop
+# then still meets the real transport's flow control instead of piling up here.
+MAX_PENDING = 64 * 1024
+
+
 class CoalescingTransport:
     """A transport proxy: writes made in one event-loop turn go out as one ``write``."""
 
-    __slots__ = ("_transport", "_loop", "_pending")
+    __slots__ = ("_transport", "_loop", "_pending", "_size")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] | None = None
+        self._size = 0
 
     def write(self, data: bytes) -> None:
         if not data:
             return
         if self._pending is None:
-            self._pending = [data]
+            self._pending, self._size = [data], len(data)
             self._loop.call_soon(self.flush)
         else:
             self._pending.append(data)
+            self._size += len(data)
+        if self._size > MAX_PENDING:
+            self.flush()  # the scheduled flush then finds nothing
 
     def writelines(self, lines) -> None:
         for line in lines:
@@ -62,8 +71,7 @@ class CoalescingTransport:
         self._transport.abort()
 
     def get_write_buffer_size(self) -> int:
-        pending = sum(len(p) for p in self._pending) if self._pending else 0
-        return self._transport.get_write_buffer_size() + pending
+        return self._transport.get_write_buffer_size() + (self._size if self._pending else 0)
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()

@@ -10,7 +10,7 @@ import time
 import pytest
 import uvicorn
 
-from labelfree.core.http_protocol import PROTOCOL, CoalescingTransport
+from labelfree.core.http_protocol import MAX_PENDING, PROTOCOL, CoalescingTransport
 
 
 class RecordingTransport(asyncio.Transport):
@@ -52,6 +52,22 @@ def test_writes_of_one_loop_turn_leave_as_one_write():
         return real.writes
 
     assert asyncio.run(main()) == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"next"]
+
+
+def test_a_large_body_goes_out_at_once_instead_of_piling_up():
+    async def main():
+        real = RecordingTransport()
+        t = CoalescingTransport(real, asyncio.get_running_loop())
+        t.write(b"headers")
+        t.write(b"x" * MAX_PENDING)  # over the bound: sent now, with what was pending
+        sent_now = list(real.writes)
+        t.write(b"tail")
+        await asyncio.sleep(0)
+        return sent_now, real.writes
+
+    sent_now, writes = asyncio.run(main())
+    assert sent_now == [b"headers" + b"x" * MAX_PENDING]
+    assert writes == [b"headers" + b"x" * MAX_PENDING, b"tail"]
 
 
 def test_close_sends_what_is_pending_first_and_abort_drops_it():
