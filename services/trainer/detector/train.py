@@ -31,7 +31,7 @@ from labelfree.trainer.detector.loss import build_targets, detection_loss
 from labelfree.trainer.detector.model import Detector, PyramidModel, decode, top_stage
 
 BACKBONE_MODES = ("frozen", "top", "all")
-CPU_CHANNELS_LAST = True
+CPU_CHANNELS_LAST = True  # train in NHWC on CPU (see train_detector); False only for A/B timing
 
 
 @dataclass
@@ -267,8 +267,9 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
     if config.backbone_mode == "auto" and mode == "top" and top_stage(detector.backbone) is None:
         mode = "frozen"  # a backbone without numbered blocks (MobileNetV2) has no top stage to train
     if device.type == "cpu" and CPU_CHANNELS_LAST:
-        # NHWC: PyTorch's CPU kernels for the depthwise convolutions of the top stage, forward and
-        # backward, run ~1.4x faster in it (bench/results/detector.md, "Channels-last on CPU").
+        # NHWC: PyTorch's CPU kernels run the top stage's depthwise convolutions faster in it (forward +
+        # backward at batch 16: 110-130 -> 81-83 ms; +15-17% photos/s in isolated runs, not visible end to end
+        # in pipeline run 18). bench/results/detector.md, "Seventh session", "Channels-last training on CPU".
         detector.to(memory_format=torch.channels_last)
     groups = _set_trainable(detector, mode)
     for g in groups:
