@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from typing import Callable, Iterable
@@ -31,6 +32,8 @@ REQUEST_LATENCY = Histogram(
 IN_FLIGHT = Gauge("labelfree_http_requests_in_flight", "HTTP requests being served", ["service"],
                   multiprocess_mode="livesum")
 ERRORS = Counter("labelfree_http_errors_total", "HTTP responses with status >= 400", ["service", "code"])
+
+NO_OTEL = {"tracing": False, "metrics": False, "logs": False}
 
 ReadyCheck = Callable[[], None]
 
@@ -62,6 +65,16 @@ class ObserveMiddleware:
         self.app = app
         self.service = service
         self.in_flight = IN_FLIGHT.labels(service)
+        self._latency: dict[tuple[str, str, int], Histogram] = {}  # (method, route, status) -> bound child
+
+    def latency(self, method: str, route: str, status: int) -> Histogram:
+        """The latency histogram's child for these labels, bound once (``labels()`` takes a lock
+        and builds the key on every call)."""
+        child = self._latency.get((method, route, status))
+        if child is None:
+            child = self._latency[(method, route, status)] = REQUEST_LATENCY.labels(
+                self.service, method, route, str(status))
+        return child
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -72,7 +85,8 @@ class ObserveMiddleware:
             if key == b"x-request-id":
                 rid = value.decode("latin-1")[:128]
                 break
-        rid = rid or uuid.uuid4().hex
+        # Ids need to be unique, not unguessable: 128 random bits without uuid4's urandom syscall.
+        rid = rid or f"{random.getrandbits(128):032x}"
         token = request_id_var.set(rid)
         status = 500
         header = (b"x-request-id", rid.encode("latin-1"))
@@ -92,8 +106,7 @@ class ObserveMiddleware:
             elapsed = time.perf_counter() - start
             self.in_flight.dec()
             route = scope.get("route")
-            REQUEST_LATENCY.labels(self.service, scope["method"], getattr(route, "path", "unmatched"),
-                                   str(status)).observe(elapsed)
+            self.latency(scope["method"], getattr(route, "path", "unmatched"), status).observe(elapsed)
             if scope["path"] not in self.QUIET:
                 log.info("request", extra={"method": scope["method"], "path": scope["path"], "status": status,
                                            "duration_ms": round(elapsed * 1000, 2), "service": self.service})
@@ -139,7 +152,9 @@ def create_app(name: str, routers: Iterable[APIRouter] = (), ready_checks: Itera
     observer (so their requests are timed, counted and logged like any other), innermost last."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    app = FastAPI(title=f"labelfree {name}", version=__version__)
+    # Metrics are Prometheus (above) and logs are JSON lines: FastAPI's native OpenTelemetry stays
+    # off, which also spares each request its look-up of the global tracer/meter/logger providers.
+    app = FastAPI(title=f"labelfree {name}", version=__version__, telemetry=NO_OTEL)
     checks: list[tuple[str, ReadyCheck]] = [("database", ping_database), ("broker", ping_broker)]
     checks += [(getattr(c, "__name__", "check"), c) for c in ready_checks]
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 import time
-from contextlib import contextmanager
-from typing import Iterator
+from typing import NamedTuple
 
 from prometheus_client import Gauge, Histogram
 
@@ -131,14 +130,26 @@ def detector_ready() -> None:
     get_detector().backend.check_ready()
 
 
-@contextmanager
-def _in_flight(backend: str, entry: str) -> Iterator[None]:
-    gauge = IN_FLIGHT.labels(backend, entry)
-    gauge.inc()
-    try:
-        yield
-    finally:
-        gauge.dec()
+class _StageMetrics(NamedTuple):
+    """One backend and entry's metric children, bound once: ``labels()`` takes a lock and builds
+    its key on every call, and a request would make five such calls."""
+
+    in_flight: Gauge
+    decode: Histogram
+    inference: Histogram
+    images: Histogram
+
+
+_stage_metrics: dict[tuple[str, str], _StageMetrics] = {}
+
+
+def _metrics_for(backend: str, entry: str) -> _StageMetrics:
+    found = _stage_metrics.get((backend, entry))
+    if found is None:
+        found = _stage_metrics[(backend, entry)] = _StageMetrics(
+            IN_FLIGHT.labels(backend, entry), STAGE_SECONDS.labels(backend, "decode"),
+            STAGE_SECONDS.labels(backend, "inference"), IMAGES.labels(backend))
+    return found
 
 
 def detect_one(data: bytes, *, file: str = "image", threshold: float | None = None,
@@ -163,12 +174,16 @@ def detect_one(data: bytes, *, file: str = "image", threshold: float | None = No
     image = decode_image(data, max_pixels=s.max_image_pixels, preview_side=preview)
     decoded = time.perf_counter()
     backend = detector.backend.name
-    with _in_flight(backend, entry):
+    metrics = _metrics_for(backend, entry)
+    metrics.in_flight.inc()
+    try:
         detections = detector.detect([image], threshold=threshold)[0]
+    finally:
+        metrics.in_flight.dec()
     done = time.perf_counter()
-    STAGE_SECONDS.labels(backend, "decode").observe(decoded - start)
-    STAGE_SECONDS.labels(backend, "inference").observe(done - decoded)
-    IMAGES.labels(backend).observe(1)
+    metrics.decode.observe(decoded - start)
+    metrics.inference.observe(done - decoded)
+    metrics.images.observe(1)
     return {
         "image": image_entry(file, detections),
         "detection_categories": detector.spec.categories,

@@ -29,6 +29,50 @@ def test_request_id_is_echoed(client):
     assert client.get("/healthz", headers={"x-request-id": "abc123"}).headers["x-request-id"] == "abc123"
 
 
+def test_request_without_id_gets_a_fresh_32_hex_id(client):
+    ids = {client.get("/healthz").headers["x-request-id"] for _ in range(3)}
+    assert len(ids) == 3 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_request_latency_is_counted_per_route_and_status(client):
+    client.get("/healthz")
+    client.get("/healthz")
+    client.get("/no/such/path")
+    text = client.get("/metrics").text
+    healthz = [line for line in text.splitlines() if line.startswith("labelfree_http_request_duration_seconds_count")
+               and 'route="/healthz"' in line and 'status="200"' in line]
+    assert healthz and float(healthz[0].rsplit(" ", 1)[1]) >= 2
+    assert 'route="unmatched"' in text and 'status="404"' in text
+
+
+def test_each_request_writes_one_json_line_with_its_id(client):
+    import io
+    import json
+    import logging
+
+    from labelfree.core.logging import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(handler)
+    try:
+        client.get(f"/v1/jobs/{uuid.uuid4()}", headers={"x-request-id": "trace-7"})
+        client.get("/healthz")  # probes stay out of the log
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    requests = [line for line in lines if line["logger"] == "labelfree.http"]
+    assert len(requests) == 1
+    assert requests[0]["request_id"] == "trace-7" and requests[0]["status"] == 404
+    assert requests[0]["method"] == "GET" and requests[0]["path"].startswith("/v1/jobs/")
+    assert requests[0]["service"] == "test" and requests[0]["duration_ms"] >= 0
+
+
+def test_fastapi_native_telemetry_is_off():
+    assert not create_app("test")._native_telemetry.enabled()  # metrics are Prometheus, logs JSON lines
+
+
 def test_malformed_job_id_is_422_with_error_body(client):
     response = client.get("/v1/jobs/not-a-uuid")
     assert response.status_code == 422
