@@ -229,28 +229,30 @@ def wrk_load(url: str, data: bytes, clients: int, seconds: int = 10) -> float | 
     return float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
 
 
-def _bare_process(det: str, data: bytes, n: int, threads: int, start, done) -> None:
+def _bare_process(det: str, data: bytes, n: int, threads: int, batch: int, start, done) -> None:
     from labelfree.core.images import decode_image
     from labelfree.inference.backends import Detector, DetectorSpec, OnnxRuntimeBackend
 
     detector = Detector(OnnxRuntimeBackend(det, intra_op_threads=threads), DetectorSpec.from_dir(det))
     for _ in range(10):
-        detector.detect([decode_image(data)])
+        detector.detect([decode_image(data) for _ in range(batch)])
     start.wait()
-    for _ in range(n):
-        detector.detect([decode_image(data)])
+    for _ in range(n // batch):
+        detector.detect([decode_image(data) for _ in range(batch)])
     done.put(time.perf_counter())
 
 
-def bare_processes(det: Path, data: bytes, processes: int, total: int) -> float:
+def bare_processes(det: Path, data: bytes, processes: int, total: int, batch: int = 1) -> float:
     """Images/s of the in-process pipeline run by ``processes`` processes at once (no GIL shared),
-    each with cores / processes ORT threads, as the API's processes get them."""
+    each with cores / processes ORT threads, as the API's processes get them; ``batch`` images a
+    model call (each decoded on its own)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     start, done = ctx.Event(), ctx.Queue()
     threads = max(1, len(os.sched_getaffinity(0)) // processes)
-    procs = [ctx.Process(target=_bare_process, args=(str(det), data, total // processes, threads, start, done))
+    total -= total % (processes * batch)
+    procs = [ctx.Process(target=_bare_process, args=(str(det), data, total // processes, threads, batch, start, done))
              for _ in range(processes)]
     for proc in procs:
         proc.start()
@@ -330,19 +332,27 @@ def wrk_rounds(url: str, data: bytes, args, det: Path, cpus: int, best_pipe: flo
     machine load drifts over a minute, so each wrk run is paired with the bare run just before it and
     the median of the pair ratios is the figure. Round 1 is compared with ``best_pipe`` too."""
     out = []
-    ratios = []
+    ratios, batched_ratios = [], []
+    batch = args.bare_batch
     for i in range(max(1, args.wrk_rounds)):
         bare = best_pipe if i == 0 else bare_processes(det, data, cpus, args.bare_requests)
+        bare_b = bare_processes(det, data, cpus, args.bare_requests, batch) if batch > 1 else None
         wrk_tp = wrk_load(url, data, args.clients)
         if wrk_tp is None:
             return out
         ratios.append(wrk_tp / bare)
         line = (f"onnxruntime load from wrk ({args.clients} connections, 10 s), round {i + 1}: {wrk_tp:.1f} req/s | "
                 f"bare pipeline just before {bare:.1f}/s | ratio {ratios[-1]:.2f}")
+        if bare_b is not None:
+            batched_ratios.append(wrk_tp / bare_b)
+            line += f" | bare pipeline at batch {batch} {bare_b:.1f}/s | ratio {batched_ratios[-1]:.2f}"
         print(line, flush=True)
         out.append(line)
     line = (f"onnxruntime load from wrk: median ratio to the bare pipeline over {len(ratios)} paired rounds "
             f"{float(np.median(ratios)):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})")
+    if batched_ratios:
+        line += (f"; to the bare pipeline at batch {batch} {float(np.median(batched_ratios)):.2f} "
+                 f"(range {min(batched_ratios):.2f}-{max(batched_ratios):.2f})")
     print(line, flush=True)
     return out + [line]
 
@@ -359,6 +369,9 @@ def main() -> None:
                     help="images the bare pipeline runs in processes (~4-8 s: a short run is mostly start jitter)")
     ap.add_argument("--wrk-rounds", type=int, default=3,
                     help="wrk runs, each paired with a bare-pipeline run just before it (median ratio reported)")
+    ap.add_argument("--bare-batch", type=int, default=8,
+                    help="also pair each wrk run with the bare pipeline at this many images a model call (1 = off): "
+                         "the API batches concurrent requests (LABELFREE_INFERENCE_BATCH)")
     ap.add_argument("--survey-images", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--triton", action="store_true")

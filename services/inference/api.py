@@ -27,7 +27,7 @@ from labelfree.core.errors import LabelfreeError, bad_request, not_found
 from labelfree.core.models import Survey
 from labelfree.core.settings import get_settings
 from labelfree.inference import results
-from labelfree.inference.runtime import detect_one, detector_ready
+from labelfree.inference.runtime import detect_one, detect_one_async, detector_ready
 from labelfree.inference.sequences import DEFAULT_GAP_SECONDS
 
 router = APIRouter(tags=["inference"])
@@ -97,7 +97,7 @@ async def detect(request: Request,
         raise bad_request("empty image body")
     name = file or filename or "image"
     if _in_process():
-        result = detect_one(data, file=name, threshold=threshold)
+        result = await detect_one_async(data, file=name, threshold=threshold)
     else:
         result = await run_in_threadpool(detect_one, data, file=name, threshold=threshold)
     # Already plain JSON types: skip FastAPI's jsonable_encoder walk over up to K detections.
@@ -214,8 +214,8 @@ class RawDetectRoute:
             if not data:
                 raise bad_request("empty image body")
             threshold = query.get("threshold")
-            result = detect_one(data, file=query.get("file") or "image",
-                                threshold=float(threshold) if threshold is not None else None)
+            result = await detect_one_async(data, file=query.get("file") or "image",
+                                            threshold=float(threshold) if threshold is not None else None)
             response = JSONResponse(result)
         except LabelfreeError as exc:
             response = labelfree_error_response("inference", exc)

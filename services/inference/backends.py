@@ -273,13 +273,17 @@ class Detector:
         self.spec = spec
 
     def detect(self, images: Sequence[Image.Image | np.ndarray], *,
-               threshold: float | None = None) -> list[list[dict]]:
-        """Detections per image (``conf >= threshold``, highest first), bbox normalised xywh."""
+               threshold: float | None | Sequence[float | None] = None) -> list[list[dict]]:
+        """Detections per image (``conf >= threshold``, highest first), bbox normalised xywh.
+
+        ``threshold``: one for every image, or one per image (a batch of separate requests);
+        None is the detector's own threshold."""
         batch = make_batch(images, self.spec.input_size)
         raw = self.backend.infer(batch)
-        thr = self.spec.threshold if threshold is None else threshold
-        return [to_detections(raw.boxes[i], raw.scores[i], raw.classes[i], threshold=thr,
-                              category_ids=self.spec.category_ids) for i in range(len(images))]
+        each = threshold if isinstance(threshold, Sequence) else [threshold] * len(images)
+        return [to_detections(raw.boxes[i], raw.scores[i], raw.classes[i],
+                              threshold=self.spec.threshold if thr is None else thr,
+                              category_ids=self.spec.category_ids) for i, thr in enumerate(each)]
 
     def close(self) -> None:
         self.backend.close()
