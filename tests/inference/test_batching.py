@@ -10,7 +10,6 @@ from labelfree.core.errors import LabelfreeError
 from tests.inference.tiny_detector import square_image
 
 
-
 def _jpeg(box) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(square_image(128, box)).save(buf, format="JPEG", quality=95)
