@@ -3,7 +3,8 @@
 Measures, on one model and one image:
 1. overhead: p50/p99 of ``POST /v1/detect`` (real uvicorn, loopback, keep-alive) against a
    bare ONNX Runtime call, in interleaved rounds so machine load hits both alike;
-2. load: throughput of 16 concurrent clients with a fixed request count, against bare ORT;
+2. load: throughput of 16 concurrent clients with a fixed request count, against bare ORT; the same
+   over gRPC with in-process batching on and off;
 3. the same two through Triton (pytriton, ``.venv-triton``) when ``--triton``;
 4. survey batch: images/s of the ``detect`` job over stored survey photos (embedded DB).
 
@@ -357,6 +358,84 @@ def wrk_rounds(url: str, data: bytes, args, det: Path, cpus: int, best_pipe: flo
     return out + [line]
 
 
+def _grpc_client(port: int, data: bytes, clients: int, seconds: float, out) -> None:
+    """``clients`` concurrent unary Detect calls in a loop for ``seconds`` (grpc.aio, one channel)."""
+    import asyncio
+
+    import grpc
+
+    from labelfree.inference import detect_pb2, detect_pb2_grpc
+
+    async def run() -> float:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = detect_pb2_grpc.DetectServiceStub(channel)
+            request = detect_pb2.DetectRequest(image=data, file="bench.jpg")
+            for _ in range(20):  # warm both server processes and the channel
+                await stub.Detect(request, timeout=30)
+            done, end = [0], time.perf_counter() + seconds
+
+            async def loop():
+                while time.perf_counter() < end:
+                    reply = await stub.Detect(request, timeout=30)
+                    if reply.failure:
+                        raise RuntimeError(reply.failure)
+                    done[0] += 1
+
+            t = time.perf_counter()
+            await asyncio.gather(*(loop() for _ in range(clients)))
+            return done[0] / (time.perf_counter() - t)
+
+    out.put(asyncio.run(run()))
+
+
+def grpc_load(port: int, data: bytes, clients: int, seconds: float = 10) -> float:
+    """Calls/s of ``clients`` concurrent gRPC Detect callers, from a client in its own process."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_grpc_client, args=(port, data, clients, seconds, out))
+    proc.start()
+    try:
+        return out.get(timeout=seconds + 120)
+    finally:
+        proc.join(30)
+
+
+def grpc_rounds(env: dict, tmp: Path, workers: int, data: bytes, args, det: Path, cpus: int) -> list[str]:
+    """gRPC Detect under ``--clients`` concurrent callers, with the thread batcher (``inference_batch``
+    8) and without it (1), in alternating rounds, each beside the bare pipeline run just before."""
+    apis, ports = [], {}
+    try:
+        for batch in (8, 1):
+            ports[batch] = free_port()
+            apis.append(start_api({**env, "LABELFREE_GRPC_PORT": str(ports[batch]),
+                                   "LABELFREE_INFERENCE_BATCH": str(batch)},
+                                  free_port(), tmp / f"api-grpc-{batch}.log", workers, args.http))
+        rates: dict[int, list[float]] = {8: [], 1: []}
+        ratios: dict[int, list[float]] = {8: [], 1: []}
+        out = []
+        for i in range(args.grpc_rounds):
+            bare = bare_processes(det, data, cpus, args.bare_requests)
+            for batch in ((8, 1) if i % 2 == 0 else (1, 8)):
+                rate = grpc_load(ports[batch], data, args.clients)
+                rates[batch].append(rate)
+                ratios[batch].append(rate / bare)
+            line = (f"gRPC Detect, {args.clients} concurrent callers, round {i + 1}: batch 8 {rates[8][-1]:.1f}/s, "
+                    f"batch 1 {rates[1][-1]:.1f}/s | bare pipeline just before {bare:.1f}/s")
+            print(line, flush=True)
+            out.append(line)
+        line = (f"gRPC Detect: median over {args.grpc_rounds} rounds, batch 8 {np.median(rates[8]):.1f}/s "
+                f"(ratio to bare {np.median(ratios[8]):.2f}), batch 1 {np.median(rates[1]):.1f}/s "
+                f"(ratio {np.median(ratios[1]):.2f}); batch 8 / batch 1 per round "
+                + ", ".join(f"{a / b:.2f}" for a, b in zip(rates[8], rates[1])))
+        print(line, flush=True)
+        return out + [line]
+    finally:
+        for api in apis:
+            stop(api)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path)
@@ -372,6 +451,8 @@ def main() -> None:
     ap.add_argument("--bare-batch", type=int, default=8,
                     help="also pair each wrk run with the bare pipeline at this many images a model call (1 = off): "
                          "the API batches concurrent requests (LABELFREE_INFERENCE_BATCH)")
+    ap.add_argument("--grpc-rounds", type=int, default=3,
+                    help="alternating rounds of gRPC Detect load with the thread batcher on and off (0: skip)")
     ap.add_argument("--survey-images", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--triton", action="store_true")
@@ -452,6 +533,8 @@ def main() -> None:
         lines += wrk_rounds(url, data, args, det, cpus, best_pipe)
     finally:
         stop(api)
+    if args.grpc_rounds:
+        lines += grpc_rounds(env, tmp, workers, data, args, det, cpus)
 
     if args.triton:
         from labelfree.inference import triton_launcher

@@ -58,8 +58,8 @@ class Settings(BaseSettings):
     # ONNX Runtime intra-op threads per serving process; 0 = every usable core. `labelfree up` sets it
     # to cores / inference processes when it starts several, so they do not oversubscribe the cores.
     onnx_threads: int = Field(0, ge=0, le=256)
-    # In-process REST detection: images of concurrent requests run as one ONNX Runtime call of up to
-    # this many (1 = each request alone, on the event loop). A lone request never waits for others.
+    # In-process detection (REST and gRPC): images of concurrent requests run as one ONNX Runtime call of
+    # up to this many (1 = each request alone). A lone request never waits for others.
     inference_batch: int = Field(8, ge=1, le=64)
 
     # Optional Openverse OAuth client credentials: lift the anonymous rate limit.

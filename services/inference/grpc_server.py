@@ -1,6 +1,7 @@
 """``labelfree.v1.DetectService`` over gRPC, served beside REST in the same process.
 
-Both share the process's one detector (``runtime.get_detector``). A bad image gets a
+Both share the process's one detector (``runtime.get_detector``); with it in process, the
+images of concurrent calls run as one model call (``runtime.ThreadBatcher``). A bad image gets a
 response with ``failure`` set (the stream goes on); a model that cannot serve ends the call
 with ``UNAVAILABLE``; other bad requests with ``INVALID_ARGUMENT``.
 """

@@ -190,17 +190,26 @@ def detect_one(data: bytes, *, file: str = "image", threshold: float | None = No
     Returns ``{"image": <MegaDetector images[] entry>, "detection_categories": {...},
     "detector": name, "timing_ms": {"decode", "inference", "total"}}``. Raises
     ImageDecodeError (4xx) for a bad image and LabelfreeError("unavailable") when the
-    model cannot serve.
+    model cannot serve. With the model in this process, concurrent calls from threads (gRPC's
+    pool) share backend calls through the ThreadBatcher.
     """
     detector, image, start, decoded = _decode(data, threshold)
     metrics = _metrics_for(detector.backend.name, entry)
-    metrics.in_flight.inc()
-    try:
-        detections = detector.detect([image], threshold=threshold)[0]
-    finally:
-        metrics.in_flight.dec()
-    metrics.images.observe(1)
+    batcher = thread_batcher()
+    if batcher is not None:
+        detections = batcher.detect(detector, image, threshold, entry)
+    else:
+        detections = _run_batch(detector, [image], [threshold], entry)[0]
     return _answer(detector, file, detections, start, decoded, time.perf_counter(), metrics)
+
+
+def _next_batch(pending: list, max_batch: int) -> tuple[list, list]:
+    """(batch, rest): the first ``max_batch`` queued calls at most, all for the first call's detector
+    (a batch never mixes models: a deploy swaps the detector). Each call is ``(detector, ...)``."""
+    detector, n = pending[0][0], 0
+    while n < min(max_batch, len(pending)) and pending[n][0] is detector:
+        n += 1
+    return pending[:n], pending[n:]
 
 
 class RequestBatcher:
@@ -235,13 +244,9 @@ class RequestBatcher:
 
     def _launch(self, fresh: bool = False) -> None:
         """Start the next batch; ``fresh``: the batcher was idle (no batch just finished)."""
-        detector = self._pending[0][0]  # a batch never mixes models (a deploy swaps the detector)
-        n = 0
-        while n < min(self.max_batch, len(self._pending)) and self._pending[n][0] is detector:
-            n += 1
-        batch, self._pending = self._pending[:n], self._pending[n:]
-        images, thresholds = [b[1] for b in batch], [b[2] for b in batch]
-        if fresh and n == 1 and not self._pending:
+        batch, self._pending = _next_batch(self._pending, self.max_batch)
+        detector, images, thresholds = batch[0][0], [b[1] for b in batch], [b[2] for b in batch]
+        if fresh and len(batch) == 1 and not self._pending:
             # A lone request on an idle server runs here, on the loop: two thread hand-offs would add
             # ~0.6-0.9 ms to it on a 2-core machine. Batches that follow a batch always go to the thread,
             # so under load the loop keeps reading and decoding while the model runs.
@@ -275,8 +280,72 @@ class RequestBatcher:
         self._pool.shutdown(wait=False)
 
 
-def _run_batch(detector: Detector, images: list, thresholds: list[float | None]) -> list[list[dict]]:
-    metrics = _metrics_for(detector.backend.name, "rest")
+class _Waiter:
+    """A thread's place in a ThreadBatcher: woken when its detections are in, or to lead the next batch."""
+
+    __slots__ = ("event", "detections", "error", "finished")
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.detections: list[dict] | None = None
+        self.error: BaseException | None = None
+        self.finished = False
+
+    def outcome(self) -> list[dict]:
+        if self.error is not None:
+            raise self.error
+        return self.detections
+
+
+class ThreadBatcher:
+    """RequestBatcher for callers on threads (gRPC's pool): concurrent calls' images as one backend call.
+
+    Leader and followers: a call that finds no batch running runs one at once, in its own thread, so a
+    lone call costs a lock and no thread hand-off. Calls that arrive while a batch runs queue; when it
+    ends, the first of them wakes to run the next batch (up to ``max_batch``) for all of them.
+    """
+
+    def __init__(self, max_batch: int):
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Detector, object, float | None, _Waiter]] = []
+        self._running = False
+
+    def detect(self, detector: Detector, image, threshold: float | None, entry: str = "grpc") -> list[dict]:
+        """The detections of ``image``, run in a batch with the images of concurrent calls."""
+        me = _Waiter()
+        with self._lock:
+            self._pending.append((detector, image, threshold, me))
+            lead, self._running = not self._running, True
+        if not lead:
+            me.event.wait()
+            if me.finished:
+                return me.outcome()
+        # This thread leads: its own call is the first pending one, so it is in the batch.
+        try:
+            with self._lock:
+                batch, self._pending = _next_batch(self._pending, self.max_batch)
+            try:
+                results, failed = _run_batch(batch[0][0], [b[1] for b in batch], [b[2] for b in batch], entry), None
+            except BaseException as exc:  # noqa: BLE001 - handed to every call of the batch
+                results, failed = None, exc
+            for i, (_, _, _, waiter) in enumerate(batch):
+                waiter.detections, waiter.error = (None, failed) if failed is not None else (results[i], None)
+                waiter.finished = True
+                if waiter is not me:
+                    waiter.event.set()
+        finally:
+            with self._lock:
+                if self._pending:
+                    self._pending[0][3].event.set()  # it leads the next batch
+                else:
+                    self._running = False
+        return me.outcome()
+
+
+def _run_batch(detector: Detector, images: list, thresholds: list[float | None],
+               entry: str = "rest") -> list[list[dict]]:
+    metrics = _metrics_for(detector.backend.name, entry)
     metrics.in_flight.inc(len(images))
     try:
         return detector.detect(images, threshold=thresholds)
@@ -286,6 +355,23 @@ def _run_batch(detector: Detector, images: list, thresholds: list[float | None])
 
 
 _batcher: RequestBatcher | None = None
+_thread_batcher: ThreadBatcher | None = None
+
+
+def thread_batcher() -> ThreadBatcher | None:
+    """The process's batcher for detection called from threads, when the model runs in this process
+    (ONNX Runtime) and ``inference_batch`` > 1; None otherwise (Triton batches on its own side)."""
+    global _thread_batcher
+    s = get_settings()
+    if s.inference_batch <= 1 or s.inference_backend != "onnxruntime":
+        return None
+    found = _thread_batcher
+    if found is None or found.max_batch != s.inference_batch:
+        with _lock:
+            if _thread_batcher is None or _thread_batcher.max_batch != s.inference_batch:
+                _thread_batcher = ThreadBatcher(s.inference_batch)
+            found = _thread_batcher
+    return found
 
 
 def request_batcher() -> RequestBatcher | None:

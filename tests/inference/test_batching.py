@@ -1,7 +1,10 @@
-"""In-process REST detection batches the images of concurrent requests (runtime.RequestBatcher)."""
+"""In-process detection batches the images of concurrent requests: REST on the event loop
+(runtime.RequestBatcher), gRPC and other threads (runtime.ThreadBatcher)."""
 
 import asyncio
 import io
+import threading
+import time
 
 import pytest
 from PIL import Image
@@ -150,3 +153,109 @@ def test_concurrent_http_requests_each_get_their_own_photo_back(runtime, monkeyp
     assert [r.status_code for r in responses] == [200] * 5
     assert [r.json()["image"] for r in responses] == alone
     assert sum(sizes) == 5 and max(sizes) <= 3
+
+
+def _gate_first_call(runtime, monkeypatch, waiting: int) -> list[int]:
+    """Record every backend call's image count; the first call holds until ``waiting`` more threads queue."""
+    backend, batcher = runtime.get_detector().backend, runtime.thread_batcher()
+    infer, sizes = backend.infer, []
+
+    def gated(images):
+        sizes.append(len(images))
+        if len(sizes) == 1:
+            deadline = time.monotonic() + 10
+            while len(batcher._pending) < waiting and time.monotonic() < deadline:
+                time.sleep(0.005)
+        return infer(images)
+
+    monkeypatch.setattr(backend, "infer", gated)
+    return sizes
+
+
+def _detect_in_threads(call, args: list) -> list:
+    """``call(*a)`` for each ``a`` in its own thread, the first alone before the others start."""
+    out: list = [None] * len(args)
+
+    def run(i):
+        try:
+            out[i] = call(*args[i])
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(args))]
+    threads[0].start()
+    time.sleep(0.05)  # the first call leads and holds in the backend
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(20)
+    return out
+
+
+def test_concurrent_threads_share_backend_calls_and_keep_their_own_answers(runtime, monkeypatch):
+    alone = [runtime.detect_one(data, file=f"p{i}.jpg", threshold=t)["image"]
+             for i, (data, t) in enumerate(zip(PHOTOS, THRESHOLDS))]
+    sizes = _gate_first_call(runtime, monkeypatch, waiting=4)
+
+    results = _detect_in_threads(lambda d, f, t: runtime.detect_one(d, file=f, threshold=t, entry="grpc"),
+                                 [(d, f"p{i}.jpg", t) for i, (d, t) in enumerate(zip(PHOTOS, THRESHOLDS))])
+
+    assert sizes == [1, 3, 1]  # the first alone; the four that queued behind it in batches of inference_batch
+    assert [r["image"] for r in results] == alone
+
+
+def test_a_failed_threaded_call_fails_only_its_batch(runtime, monkeypatch):
+    sizes = _gate_first_call(runtime, monkeypatch, waiting=4)
+    gated = runtime.get_detector().backend.infer
+
+    def second_fails(images):
+        out = gated(images)
+        if len(sizes) == 2:
+            raise LabelfreeError("unavailable", "model went away", retry_after=5)
+        return out
+
+    monkeypatch.setattr(runtime.get_detector().backend, "infer", second_fails)
+
+    results = _detect_in_threads(lambda d: runtime.detect_one(d, entry="grpc"), [(d,) for d in PHOTOS])
+
+    assert sizes == [1, 3, 1]
+    failed = [r for r in results if isinstance(r, LabelfreeError)]
+    assert len(failed) == 3 and all(r.code == "unavailable" for r in failed)
+    assert isinstance(results[0], dict) and sum(isinstance(r, dict) for r in results) == 2
+
+
+def test_threads_are_not_batched_with_triton_or_at_batch_1(configure, tiny_dir):
+    from labelfree.inference import runtime
+
+    configure(inference_backend="onnxruntime", detector_dir=tiny_dir, inference_batch=1)
+    assert runtime.thread_batcher() is None
+    configure(inference_backend="triton", detector_dir=tiny_dir, inference_batch=8)
+    assert runtime.thread_batcher() is None
+    configure(inference_backend="onnxruntime", detector_dir=tiny_dir, inference_batch=8)
+    assert runtime.thread_batcher().max_batch == 8
+
+
+def test_concurrent_grpc_calls_each_get_their_own_photo_back(runtime, monkeypatch):
+    import grpc
+
+    from labelfree.inference import detect_pb2, detect_pb2_grpc
+    from labelfree.inference.grpc_server import start_grpc_server
+
+    alone = [runtime.detect_one(data, file=f"p{i}.jpg")["image"] for i, data in enumerate(PHOTOS)]
+    sizes = _gate_first_call(runtime, monkeypatch, waiting=4)
+    server = start_grpc_server(0, max_bytes=1_000_000)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        stub = detect_pb2_grpc.DetectServiceStub(channel)
+        replies = _detect_in_threads(lambda d, f: stub.Detect(detect_pb2.DetectRequest(image=d, file=f), timeout=20),
+                                     [(d, f"p{i}.jpg") for i, d in enumerate(PHOTOS)])
+    finally:
+        channel.close()
+        server.stop(grace=None)
+
+    assert sizes == [1, 3, 1]
+    for reply, image in zip(replies, alone):
+        assert reply.file == image["file"] and not reply.failure
+        assert [d.category for d in reply.detections] == [d["category"] for d in image["detections"]]
+        assert [v for d in reply.detections for v in (d.conf, *d.bbox)] == \
+            pytest.approx([v for d in image["detections"] for v in (d["conf"], *d["bbox"])])  # float32 fields
