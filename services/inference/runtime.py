@@ -18,7 +18,7 @@ from prometheus_client import Gauge, Histogram
 
 import labelfree.core.metrics  # noqa: F401  (a multi-process metrics dir exists before any value)
 from labelfree.core.errors import LabelfreeError
-from labelfree.core.images import decode_image, detector_preview_side
+from labelfree.core.images import ImageDecodeError, decode_image, detector_preview_side
 from labelfree.core.megadetector import image_entry
 from labelfree.core.settings import get_settings
 from labelfree.inference.backends import Detector, make_backend, make_detector
@@ -201,6 +201,29 @@ def detect_one(data: bytes, *, file: str = "image", threshold: float | None = No
     else:
         detections = _run_batch(detector, [image], [threshold], entry)[0]
     return _answer(detector, file, detections, start, decoded, time.perf_counter(), metrics)
+
+
+def detect_many(items: list[tuple[bytes, str, float | None]], *, entry: str = "grpc") -> list:
+    """``detect_one`` for several ``(data, file, threshold)`` at once, their images in one backend call
+    (the requests of a gRPC stream that are already in). A bad image gets its ImageDecodeError in its
+    place in the list; a bad threshold, or a model that cannot serve, raises for all."""
+    decoded: list = []
+    for data, _, threshold in items:
+        try:
+            decoded.append(_decode(data, threshold))
+        except ImageDecodeError as exc:
+            decoded.append(exc)
+    good = [i for i, d in enumerate(decoded) if not isinstance(d, ImageDecodeError)]
+    results: list = list(decoded)
+    while good:  # one call per detector: a deploy may swap it between two decodes
+        detector = decoded[good[0]][0]
+        group = [i for i in good if decoded[i][0] is detector]
+        detections = _run_batch(detector, [decoded[i][1] for i in group], [items[i][2] for i in group], entry)
+        done, metrics = time.perf_counter(), _metrics_for(detector.backend.name, entry)
+        for i, found in zip(group, detections):
+            results[i] = _answer(detector, items[i][1], found, decoded[i][2], decoded[i][3], done, metrics)
+        good = [i for i in good if i not in group]
+    return results
 
 
 def _next_batch(pending: list, max_batch: int) -> tuple[list, list]:

@@ -259,3 +259,43 @@ def test_concurrent_grpc_calls_each_get_their_own_photo_back(runtime, monkeypatc
         assert [d.category for d in reply.detections] == [d["category"] for d in image["detections"]]
         assert [v for d in reply.detections for v in (d.conf, *d.bbox)] == \
             pytest.approx([v for d in image["detections"] for v in (d["conf"], *d["bbox"])])  # float32 fields
+
+
+def test_a_grpc_stream_batches_the_requests_that_arrive_while_one_runs(runtime, monkeypatch):
+    import grpc
+
+    from labelfree.inference import detect_pb2, detect_pb2_grpc
+    from labelfree.inference.grpc_server import start_grpc_server
+
+    # gRPC's threshold 0 means "the model's default", as unset
+    alone = [runtime.detect_one(data, file=f"p{i}.jpg", threshold=t or None)["image"]
+             for i, (data, t) in enumerate(zip(PHOTOS, THRESHOLDS))]
+    backend = runtime.get_detector().backend
+    infer, sizes = backend.infer, []
+
+    def held(images):  # the first call holds while the client sends the rest of the stream
+        sizes.append(len(images))
+        if len(sizes) == 1:
+            time.sleep(0.5)
+        return infer(images)
+
+    monkeypatch.setattr(backend, "infer", held)
+    requests = [detect_pb2.DetectRequest(image=d, file=f"p{i}.jpg", threshold=t or 0.0)
+                for i, (d, t) in enumerate(zip(PHOTOS, THRESHOLDS))]
+    requests.insert(2, detect_pb2.DetectRequest(image=b"junk", file="bad.jpg"))
+    requests.insert(4, detect_pb2.DetectRequest(image=b"", file="empty.jpg"))
+    server = start_grpc_server(0, max_bytes=1_000_000)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        replies = list(detect_pb2_grpc.DetectServiceStub(channel).DetectStream(iter(requests), timeout=20))
+    finally:
+        channel.close()
+        server.stop(grace=None)
+
+    assert sizes == [1, 2, 2]  # inference_batch 3: then [p1, bad, p2] and [empty, p3, p4], one call each
+    assert [r.file for r in replies] == [r.file for r in requests]
+    assert "not a decodable image" in replies[2].failure and "empty" in replies[4].failure
+    good = [r for r in replies if not r.failure]
+    for reply, image in zip(good, alone):
+        assert [v for d in reply.detections for v in (d.conf, *d.bbox)] == \
+            pytest.approx([v for d in image["detections"] for v in (d["conf"], *d["bbox"])])
