@@ -22,7 +22,7 @@ from labelfree.core.errors import LabelfreeError
 from labelfree.core.images import ImageDecodeError
 from labelfree.core.settings import get_settings
 from labelfree.inference import detect_pb2, detect_pb2_grpc
-from labelfree.inference.runtime import detect_many, detect_one
+from labelfree.inference.runtime import detect_many
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _reply(request: detect_pb2.DetectRequest, out: dict | ImageDecodeError) -> d
 
 def _responses(requests: list[detect_pb2.DetectRequest], max_bytes: int) -> list[detect_pb2.DetectResponse]:
     """Detect on the requests, their images in one model call; bad images come back as ``failure``,
-    other errors raise. A lone request goes through ``detect_one``, which batches it with concurrent calls."""
+    other errors raise."""
     replies: list = [None] * len(requests)
     todo = []
     for i, request in enumerate(requests):
@@ -62,13 +62,7 @@ def _responses(requests: list[detect_pb2.DetectRequest], max_bytes: int) -> list
         else:
             todo.append(i)
     items = [(requests[i].image, requests[i].file or "image", requests[i].threshold or None) for i in todo]
-    if len(items) == 1:
-        try:
-            outs: list = [detect_one(items[0][0], file=items[0][1], threshold=items[0][2], entry="grpc")]
-        except ImageDecodeError as exc:
-            outs = [exc]
-    else:
-        outs = detect_many(items, entry="grpc") if items else []
+    outs = detect_many(items, entry="grpc") if items else []
     for i, out in zip(todo, outs):
         replies[i] = _reply(requests[i], out)
     return replies

@@ -193,20 +193,17 @@ def detect_one(data: bytes, *, file: str = "image", threshold: float | None = No
     model cannot serve. With the model in this process, concurrent calls from threads (gRPC's
     pool) share backend calls through the ThreadBatcher.
     """
-    detector, image, start, decoded = _decode(data, threshold)
-    metrics = _metrics_for(detector.backend.name, entry)
-    batcher = thread_batcher()
-    if batcher is not None:
-        detections = batcher.detect(detector, image, threshold, entry)
-    else:
-        detections = _run_batch(detector, [image], [threshold], entry)[0]
-    return _answer(detector, file, detections, start, decoded, time.perf_counter(), metrics)
+    out = detect_many([(data, file, threshold)], entry=entry)[0]
+    if isinstance(out, ImageDecodeError):
+        raise out
+    return out
 
 
 def detect_many(items: list[tuple[bytes, str, float | None]], *, entry: str = "grpc") -> list:
     """``detect_one`` for several ``(data, file, threshold)`` at once, their images in one backend call
     (the requests of a gRPC stream that are already in). A bad image gets its ImageDecodeError in its
-    place in the list; a bad threshold, or a model that cannot serve, raises for all."""
+    place in the list; a bad threshold, or a model that cannot serve, raises for all. A lone image
+    joins the ThreadBatcher, when there is one, so concurrent callers share backend calls."""
     decoded: list = []
     for data, _, threshold in items:
         try:
@@ -215,10 +212,14 @@ def detect_many(items: list[tuple[bytes, str, float | None]], *, entry: str = "g
             decoded.append(exc)
     good = [i for i, d in enumerate(decoded) if not isinstance(d, ImageDecodeError)]
     results: list = list(decoded)
+    batcher = thread_batcher()
     while good:  # one call per detector: a deploy may swap it between two decodes
         detector = decoded[good[0]][0]
         group = [i for i in good if decoded[i][0] is detector]
-        detections = _run_batch(detector, [decoded[i][1] for i in group], [items[i][2] for i in group], entry)
+        if batcher is not None and len(group) == 1:
+            detections = [batcher.detect(detector, decoded[group[0]][1], items[group[0]][2], entry)]
+        else:
+            detections = _run_batch(detector, [decoded[i][1] for i in group], [items[i][2] for i in group], entry)
         done, metrics = time.perf_counter(), _metrics_for(detector.backend.name, entry)
         for i, found in zip(group, detections):
             results[i] = _answer(detector, items[i][1], found, decoded[i][2], decoded[i][3], done, metrics)
