@@ -172,8 +172,9 @@ def _gate_first_call(runtime, monkeypatch, waiting: int) -> list[int]:
     return sizes
 
 
-def _detect_in_threads(call, args: list) -> list:
-    """``call(*a)`` for each ``a`` in its own thread, the first alone before the others start."""
+def _detect_in_threads(call, args: list, sizes: list[int]) -> list:
+    """``call(*a)`` for each ``a`` in its own thread; the others start once the first is in the backend
+    (``sizes``, from ``_gate_first_call``, has its call)."""
     out: list = [None] * len(args)
 
     def run(i):
@@ -184,7 +185,9 @@ def _detect_in_threads(call, args: list) -> list:
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(args))]
     threads[0].start()
-    time.sleep(0.05)  # the first call leads and holds in the backend
+    deadline = time.monotonic() + 10
+    while not sizes and time.monotonic() < deadline:  # the first call leads and holds in the backend
+        time.sleep(0.005)
     for t in threads[1:]:
         t.start()
     for t in threads:
@@ -198,7 +201,7 @@ def test_concurrent_threads_share_backend_calls_and_keep_their_own_answers(runti
     sizes = _gate_first_call(runtime, monkeypatch, waiting=4)
 
     results = _detect_in_threads(lambda d, f, t: runtime.detect_one(d, file=f, threshold=t, entry="grpc"),
-                                 [(d, f"p{i}.jpg", t) for i, (d, t) in enumerate(zip(PHOTOS, THRESHOLDS))])
+                                 [(d, f"p{i}.jpg", t) for i, (d, t) in enumerate(zip(PHOTOS, THRESHOLDS))], sizes)
 
     assert sizes == [1, 3, 1]  # the first alone; the four that queued behind it in batches of inference_batch
     assert [r["image"] for r in results] == alone
@@ -216,7 +219,7 @@ def test_a_failed_threaded_call_fails_only_its_batch(runtime, monkeypatch):
 
     monkeypatch.setattr(runtime.get_detector().backend, "infer", second_fails)
 
-    results = _detect_in_threads(lambda d: runtime.detect_one(d, entry="grpc"), [(d,) for d in PHOTOS])
+    results = _detect_in_threads(lambda d: runtime.detect_one(d, entry="grpc"), [(d,) for d in PHOTOS], sizes)
 
     assert sizes == [1, 3, 1]
     failed = [r for r in results if isinstance(r, LabelfreeError)]
@@ -248,7 +251,7 @@ def test_concurrent_grpc_calls_each_get_their_own_photo_back(runtime, monkeypatc
     try:
         stub = detect_pb2_grpc.DetectServiceStub(channel)
         replies = _detect_in_threads(lambda d, f: stub.Detect(detect_pb2.DetectRequest(image=d, file=f), timeout=20),
-                                     [(d, f"p{i}.jpg") for i, d in enumerate(PHOTOS)])
+                                     [(d, f"p{i}.jpg") for i, d in enumerate(PHOTOS)], sizes)
     finally:
         channel.close()
         server.stop(grace=None)
@@ -272,12 +275,21 @@ def test_a_grpc_stream_batches_the_requests_that_arrive_while_one_runs(runtime, 
              for i, (data, t) in enumerate(zip(PHOTOS, THRESHOLDS))]
     backend = runtime.get_detector().backend
     infer, sizes = backend.infer, []
+    first_running, all_sent = threading.Event(), threading.Event()
 
     def held(images):  # the first call holds while the client sends the rest of the stream
         sizes.append(len(images))
         if len(sizes) == 1:
-            time.sleep(0.5)
+            first_running.set()
+            assert all_sent.wait(10)
+            time.sleep(0.5)  # the last requests cross the wire into the reader's queue
         return infer(images)
+
+    def send(requests):  # the first request alone, the rest once the model runs on it
+        yield requests[0]
+        assert first_running.wait(10)
+        yield from requests[1:]
+        all_sent.set()
 
     monkeypatch.setattr(backend, "infer", held)
     requests = [detect_pb2.DetectRequest(image=d, file=f"p{i}.jpg", threshold=t or 0.0)
@@ -287,7 +299,7 @@ def test_a_grpc_stream_batches_the_requests_that_arrive_while_one_runs(runtime, 
     server = start_grpc_server(0, max_bytes=1_000_000)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
-        replies = list(detect_pb2_grpc.DetectServiceStub(channel).DetectStream(iter(requests), timeout=20))
+        replies = list(detect_pb2_grpc.DetectServiceStub(channel).DetectStream(send(requests), timeout=20))
     finally:
         channel.close()
         server.stop(grace=None)
