@@ -12,7 +12,7 @@ A variant is ``NAME=JSON``: TrainConfig fields (``input_size``, ``backbone_mode`
 ``device="cuda"``, ``num_workers=2``). Quality only: cost is bench_detector.py's job.
 
     .venv/bin/python bench/sweep_detector.py --pool <DET images> --boxes <explain boxes.json> \\
-        --neg ../shared/data/negatives/imagenet --teacher <run>/teacher_gt.json --out /tmp/sweep \\
+        --neg ../shared/data/negatives/imagenet --out /tmp/sweep \\
         --variant base='{}' --variant top='{"backbone_mode": "top"}' --seeds 0 1 --parallel 2
 """
 

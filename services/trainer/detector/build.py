@@ -32,7 +32,7 @@ from labelfree.trainer.detector.model import ExportModel
 from labelfree.trainer.detector.quantize import compare_graphs, quantize_detector
 from labelfree.trainer.detector.selftrain import relabel
 from labelfree.trainer.detector.train import TrainConfig, train_detector
-from labelfree.core.version import code_version
+from labelfree.core.version import build_host, code_version
 
 
 def _sha256(path: Path) -> str:
@@ -167,6 +167,7 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
         "n_unboxed": len(unboxed), "unboxed_as_negative": unboxed_as_negative,
         "n_train": len(result.train_files), "n_val": len(result.val_files), "val_positives": val_positives,
         "config": dataclasses.asdict(config), "provenance": provenance or {},
+        "host": build_host(),  # after training, so torch_threads is the count it trained with
     }
     manifest = build_manifest(
         result.detector, input_size=config.input_size, top_k=config.top_k, pool_kernel=pool_kernel,

@@ -348,7 +348,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
                 break
         elapsed = time.perf_counter() - started
         n_batches = max(1, -(-seen // config.batch_size))
-        record = {"epoch": epoch + 1, "step": step, "images_per_s": seen / max(elapsed, 1e-9),
+        record = {"epoch": epoch + 1, "step": step, "images_per_s": seen / max(elapsed, 1e-9), "threads": threads,
                   **{f"train_{k}": v / n_batches for k, v in sums.items()}}
         live = None
         if ema is not None:  # validate and keep the average; train on from the live weights

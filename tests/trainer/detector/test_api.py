@@ -79,6 +79,8 @@ def test_post_detectors_queues_a_job_and_the_task_registers_the_model(client, sy
         assert model.manifest["training"]["soft_candidates"] is True
         assert model.manifest["training"]["score_calibration"] == {"fitted": False, "reason": "turned off"}
         assert model.manifest["training"]["config"]["paste"] == 0.5
+        host = model.manifest["training"]["host"]  # what the floats depend on besides code, data and seed
+        assert host["torch_threads"] >= 1 and host["torch"] and host["onnxruntime"]
         coco_names = {im["file_name"] for im in json.loads(synthetic["boxes"].read_text())["images"]}
         held_out = model.manifest["training"]["val_positives"]
         assert held_out and set(held_out) <= coco_names  # the split, by the names a report looks up
