@@ -165,16 +165,8 @@ def up(
                 stopping, code = True, 1
                 break
         time.sleep(0.5)
-    # The main process first: uvicorn stops its workers and an idle Celery worker its pool, quietly. A
-    # worker still busy after a grace gets its whole group stopped, and the broker redelivers the task.
     for _, proc in procs:
         if proc.poll() is None:
-            proc.terminate()
-    grace = time.monotonic() + 3
-    for _, proc in procs:
-        try:
-            proc.wait(timeout=max(0.1, grace - time.monotonic()))
-        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
     for _, proc in procs:

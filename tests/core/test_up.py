@@ -60,5 +60,3 @@ def test_up_serves_four_ready_apps_runs_a_job_and_stops_on_ctrl_c(profile, tmp_p
             os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail("labelfree up did not stop on Ctrl-C")
     assert proc.returncode == 0
-    # idle workers stop quietly: Celery logs no pool process killed under it
-    assert "exited with 'signal" not in proc.stdout.read().decode(errors="replace")
