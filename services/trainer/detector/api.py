@@ -17,7 +17,7 @@ from labelfree.core import jobs
 from labelfree.core.db import get_session
 from labelfree.core.errors import LabelfreeError, not_found
 from labelfree.core.models import Model
-from labelfree.trainer.detector import CALIBRATE, EMA, EPOCHS, KEEP, MIN_STEPS, PASTE, SOFT_CANDIDATES
+from labelfree.trainer.detector import CALIBRATE, EMA, EPOCHS, KEEP, MIN_STEPS, PASTE, PASTE_MAX, SOFT_CANDIDATES
 
 router = APIRouter(prefix="/v1/detectors", tags=["detectors"])
 
@@ -37,6 +37,8 @@ class DetectorConfig(BaseModel):
                                                              "epoch that agreed best with the held-out pseudo-boxes")
     paste: float = Field(PASTE, ge=0.0, le=1.0,
                          description="share of training views of an animal given one more, cut from a one-box photo")
+    paste_max: int = Field(PASTE_MAX, ge=1, le=8, description="animals pasted into one view at most: the first, then "
+                                                               "each further one with even odds")
 
     @field_validator("input_size")
     @classmethod

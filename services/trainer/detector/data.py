@@ -261,7 +261,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, samples: list[Sample], size: int, *, train: bool, seed: int = 0, mosaic: float = 0.0,
-                 paste: float = 0.0, paste_cover: float = PASTE_COVER):
+                 paste: float = 0.0, paste_cover: float = PASTE_COVER, paste_max: int = 1):
         if size % 32:
             raise ValueError(f"input size must be a multiple of 32, got {size}")
         if not 0.0 <= mosaic <= 1.0:
@@ -270,6 +270,8 @@ class DetectionDataset(torch.utils.data.Dataset):
             raise ValueError(f"paste must be in [0, 1], got {paste}")
         if not 0.0 <= paste_cover <= 1.0:
             raise ValueError(f"paste_cover must be in [0, 1], got {paste_cover}")
+        if paste_max < 1:
+            raise ValueError(f"paste_max must be >= 1, got {paste_max}")
         self.samples = samples
         self.size = size
         self.train = train
@@ -277,6 +279,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.mosaic = mosaic
         self.paste = paste
         self.paste_cover = paste_cover
+        self.paste_max = paste_max
         self.donors = [j for j, smp in enumerate(samples) if len(smp.boxes) == 1]
         self.epoch = 0
 
@@ -303,10 +306,15 @@ class DetectionDataset(torch.utils.data.Dataset):
             view, boxes = augment(image, sample.boxes, self.size, rng)
             labels, weights = sample.labels.copy(), sample.weights.copy()
             if self.paste and self.donors and len(boxes) and rng.random() < self.paste:
-                donor = self.samples[self.donors[int(rng.integers(len(self.donors)))]]
-                pasted = paste_instance(view, boxes, load_rgb(donor.path), donor.boxes[0], rng,
-                                        max_cover=self.paste_cover)
-                if pasted is not None:
+                # One animal, then each further one (up to ``paste_max``) with even odds: groups of 2-4.
+                for extra in range(self.paste_max):
+                    if extra and rng.random() < 0.5:
+                        break
+                    donor = self.samples[self.donors[int(rng.integers(len(self.donors)))]]
+                    pasted = paste_instance(view, boxes, load_rgb(donor.path), donor.boxes[0], rng,
+                                            max_cover=self.paste_cover)
+                    if pasted is None:
+                        break
                     view, boxes = pasted
                     labels = np.concatenate([labels, donor.labels[:1]]).astype(np.int64)
                     weights = np.concatenate([weights, donor.weights[:1]]).astype(np.float32)

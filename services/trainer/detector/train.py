@@ -24,7 +24,8 @@ import torch
 from tqdm import tqdm
 
 from labelfree.core.backbone import load_backbone
-from labelfree.trainer.detector import BACKBONE_MODE, EMA, EPOCHS, KEEP, KEEP_CHOICES, MIN_STEPS, PASTE, PASTE_COVER
+from labelfree.trainer.detector import (BACKBONE_MODE, EMA, EPOCHS, KEEP, KEEP_CHOICES, MIN_STEPS, PASTE, PASTE_COVER,
+                                        PASTE_MAX)
 from labelfree.trainer.detector.boxops import match_ap, top_box_iou
 from labelfree.trainer.detector.data import DetectionDataset, Sample, collate, epoch_order
 from labelfree.trainer.detector.loss import build_targets, detection_loss
@@ -70,6 +71,7 @@ class TrainConfig:
     mosaic: float = 0.0
     paste: float = PASTE
     paste_cover: float = PASTE_COVER
+    paste_max: int = PASTE_MAX  # animals pasted into one view at most (each after the first with even odds)
     # Exponential moving average of the weights (decay per step; 0: off): validation, checkpoints and the
     # returned detector use the average.
     ema: float = EMA
@@ -94,6 +96,8 @@ class TrainConfig:
                              f"at stride {self.out_stride}; lower top_k or raise input_size")
         if self.keep not in KEEP_CHOICES:
             raise ValueError(f"keep must be one of {KEEP_CHOICES}, got {self.keep!r}")
+        if self.paste_max < 1:
+            raise ValueError(f"paste_max must be >= 1, got {self.paste_max}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -285,7 +289,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
 
     train_set = DetectionDataset(train_samples, config.input_size, train=config.augment, seed=config.seed,
                                  mosaic=config.mosaic, paste=config.paste,
-                                 paste_cover=config.paste_cover)
+                                 paste_cover=config.paste_cover, paste_max=config.paste_max)
     val_set = DetectionDataset(val_pos + val_neg, config.input_size, train=False)
     n_neg_used = min(len(train_neg), round(len(train_pos) * config.neg_fraction / (1 - config.neg_fraction)))
     steps_per_epoch = max(1, (len(train_pos) + n_neg_used) // config.batch_size)

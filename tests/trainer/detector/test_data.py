@@ -99,6 +99,18 @@ def test_dataset_paste_gives_views_with_more_objects(synthetic):
         DetectionDataset(samples, 96, train=True, paste=0.3, paste_cover=-0.1)
 
 
+def test_dataset_paste_max_pastes_small_groups(synthetic):
+    samples = load_coco_boxes(synthetic["boxes"], synthetic["images"])[0]
+    one = DetectionDataset(samples, 96, train=True, seed=3, paste=1.0)
+    several = DetectionDataset(samples, 96, train=True, seed=3, paste=1.0, paste_max=3)
+    added_one = [len(one[i][1]) - len(smp.boxes) for i, smp in enumerate(samples) if not smp.is_negative]
+    added = [len(several[i][1]) - len(smp.boxes) for i, smp in enumerate(samples) if not smp.is_negative]
+    assert max(added_one) <= 1 and max(added) > 1 and max(added) <= 3
+    assert all(len(several[i][1]) == 0 for i, smp in enumerate(samples) if smp.is_negative)
+    with pytest.raises(ValueError, match="paste_max"):
+        DetectionDataset(samples, 96, train=True, paste=0.3, paste_max=0)
+
+
 def test_epoch_order_mixes_requested_share_of_negatives():
     order = epoch_order(80, 100, 0.2, np.random.default_rng(0))
     assert len(order) == 100 and (order >= 80).sum() == 20
