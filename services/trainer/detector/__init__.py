@@ -27,7 +27,7 @@ KEEP_CHOICES = ("last", "best")
 # Train on the teacher's ranked candidate boxes as soft targets (see ``build.build_detector``):
 # measured within noise on lion/dev, so off.
 SOFT_CANDIDATES = False
-# Share of training views of an animal given one more, pasted from a one-box photo (``data.paste_instance``).
+# Share of training views of an animal given more, pasted from one-box photos (``data.paste_instance``).
 # On lion/dev it buys about +0.03 AP (group photos 0.20 -> 0.26; five runs against five earlier, and
 # 0.669 vs 0.628 with calibrated scores) at equal CorLoc. An earlier check blamed it for halving the
 # confidence on snow leopards; that came from which epoch the checkpoint was taken at, not from paste,

@@ -36,7 +36,7 @@ class DetectorConfig(BaseModel):
     keep: Literal["last", "best"] = Field(KEEP, description="weights to export: the last (averaged) ones, or the "
                                                              "epoch that agreed best with the held-out pseudo-boxes")
     paste: float = Field(PASTE, ge=0.0, le=1.0,
-                         description="share of training views of an animal given one more, cut from a one-box photo")
+                         description="share of training views of an animal given more, cut from one-box photos")
     paste_max: int = Field(PASTE_MAX, ge=1, le=8, description="animals pasted into one view at most: the first, then "
                                                                "each further one with even odds")
 

@@ -52,7 +52,8 @@ def train_detector_cmd(
     mosaic: float = typer.Option(0.0, "--mosaic", min=0.0, max=1.0,
                                  help="share of training views that are 2x2 mosaics of four images"),
     paste: float = typer.Option(PASTE, "--paste", min=0.0, max=1.0,
-                                help="share of training views given one more animal cut from a one-box photo"),
+                                help="share of training views given more animals cut from one-box photos "
+                                     "(see --paste-max)"),
     paste_cover: float = typer.Option(PASTE_COVER, "--paste-cover", min=0.0, max=1.0,
                                       help="the most of an animal already in a view that a pasted one may cover "
                                            "(share of that animal's box)"),

@@ -254,9 +254,10 @@ class DetectionDataset(torch.utils.data.Dataset):
     view is a 2x2 mosaic of this sample and three random others (positives or negatives),
     each at half size: several separate objects per image, as in group and wide shots, which a
     one-box-per-image teacher never shows. ``paste``: probability that a training view of an
-    animal gets one more, cut from a one-box sample (``paste_instance``, covering at most
-    ``paste_cover`` of any animal there): touching and overlapping animals with a box each,
-    which is what group photos need and the teacher cannot give. Backgrounds (negatives) get
+    animal gets more animals, cut from one-box samples (``paste_instance``, each covering at most
+    ``paste_cover`` of any animal there): one, then each further one up to ``paste_max`` with
+    even odds. Touching and overlapping animals with a box each are what group photos need and
+    the teacher cannot give. Backgrounds (negatives) get
     none: a pasted animal there is a lone animal in a strange scene, not a group.
     """
 
@@ -306,7 +307,7 @@ class DetectionDataset(torch.utils.data.Dataset):
             view, boxes = augment(image, sample.boxes, self.size, rng)
             labels, weights = sample.labels.copy(), sample.weights.copy()
             if self.paste and self.donors and len(boxes) and rng.random() < self.paste:
-                # One animal, then each further one (up to ``paste_max``) with even odds: groups of 2-4.
+                # One animal, then each further one (up to ``paste_max`` in all) with even odds.
                 for extra in range(self.paste_max):
                     if extra and rng.random() < 0.5:
                         break

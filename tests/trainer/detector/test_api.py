@@ -42,9 +42,9 @@ def test_post_detectors_rejects_bad_explain_jobs(client):
     bad_paste = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
                                                    "config": {"paste": 1.5}})
     assert bad_paste.status_code == 422 and "paste" in bad_paste.text
-    no_paste = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
-                                                  "config": {"paste_max": 0}})
-    assert no_paste.status_code == 422 and "paste_max" in no_paste.text
+    bad_paste_max = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
+                                                       "config": {"paste_max": 0}})
+    assert bad_paste_max.status_code == 422 and "paste_max" in bad_paste_max.text
     bad_ema = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
                                                  "config": {"ema": 1.0}})
     assert bad_ema.status_code == 422 and "ema" in bad_ema.text
