@@ -113,6 +113,13 @@ def _spawn(args: list[str], env: dict) -> subprocess.Popen:
     return subprocess.Popen(args, env=env, start_new_session=True)
 
 
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:  # the group is already empty
+        pass
+
+
 @app.command("up")
 def up(
     workers: bool = typer.Option(True, help="also start one Celery worker per queue"),
@@ -165,15 +172,18 @@ def up(
                 stopping, code = True, 1
                 break
         time.sleep(0.5)
+    # SIGTERM goes to each leader only: a Celery worker or a uvicorn supervisor stops its own
+    # children in order, where a signal to the whole group kills a pool child under its parent.
     for _, proc in procs:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            proc.terminate()
     deadline = time.monotonic() + 15
     for _, proc in procs:
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            pass
+        _kill_group(proc.pid)  # whatever the leader left behind, or the leader itself past the deadline
     console.print("stopped")
     raise typer.Exit(code)
 

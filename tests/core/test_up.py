@@ -60,3 +60,7 @@ def test_up_serves_four_ready_apps_runs_a_job_and_stops_on_ctrl_c(profile, tmp_p
             os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail("labelfree up did not stop on Ctrl-C")
     assert proc.returncode == 0
+    out = proc.stdout.read().decode(errors="replace")
+    assert "stopped" in out
+    # each worker stops its own pool: no pool process is killed under its parent
+    assert "exited with 'signal" not in out and "WorkerLostError" not in out, out[-3000:]
