@@ -126,7 +126,7 @@ def up(
     migrate: bool = typer.Option(True, help="apply migrations first"),
 ) -> None:
     """Start the four APIs and the workers on this machine. Ctrl-C stops everything."""
-    from labelfree.core.celery_app import QUEUES
+    from labelfree.core.celery_app import QUEUES, prepare_broker
     from labelfree.core.http_protocol import PROTOCOL as HTTP_PROTOCOL
     from labelfree.core.metrics import MULTIPROC_ENV
     from labelfree.core.migrate import upgrade
@@ -135,6 +135,7 @@ def up(
     settings = get_settings()
     if migrate:
         upgrade()
+    prepare_broker()
     env = dict(os.environ)
     env.setdefault("PYSPARK_PYTHON", sys.executable)
     procs: list[tuple[str, subprocess.Popen]] = []

@@ -87,6 +87,18 @@ def make_celery() -> Celery:
 celery_app = make_celery()
 
 
+def prepare_broker() -> None:
+    """Create the embedded (SQLAlchemy) broker's tables once, before workers and APIs start.
+
+    kombu creates them on a process's first connection; eight processes starting together on a
+    fresh data directory race to do it, and the losers log a lost broker connection.
+    """
+    if not celery_app.conf.broker_url.startswith("sqla+"):
+        return
+    with celery_app.connection_for_write() as conn:
+        _ = conn.default_channel.session  # opening the channel's session creates the tables
+
+
 class JobCancelled(Exception):
     """Raised inside a running job when cancellation was requested."""
 
