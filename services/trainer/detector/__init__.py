@@ -38,7 +38,9 @@ PASTE_COVER = 0.4
 # Animals pasted into one view at most: the first, then each further one with even odds, so a pasted view
 # holds a group of 2-3 as real group photos do. Five seeds on one machine, paired, against one animal:
 # lion/dev AP 0.693 -> 0.706 (+0.013, four seeds of five up), group photos' AP up on every seed measured,
-# CorLoc 0.862 -> 0.869 (bench/results/detector.md, "Twelfth session").
+# CorLoc 0.862 -> 0.869 (bench/results/detector.md, "Twelfth session"). Eight seeds: 0.703 / 0.862. A third
+# pasted animal, or pasting 45% of views, keeps AP and costs CorLoc; a cover of 0.6 costs AP ("Thirteenth
+# session").
 PASTE_MAX = 2
 # Platt-scale the exported scores on the held-out split against the teacher's boxes
 # (``calibrate.fit_score_calibration``), so a confidence threshold means the same across detectors.
