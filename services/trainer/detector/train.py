@@ -231,6 +231,13 @@ def _selection_score(record: dict) -> float:
     return -record["train_loss"]
 
 
+def _warmup_share(total_steps: int) -> float:
+    """OneCycleLR's ``pct_start``: a tenth of the steps warm up. torch divides by zero when the warm-up ends
+    on step 1 exactly (``pct_start * total_steps == 1``: ten steps in all), so such a schedule gets a
+    little more warm-up instead."""
+    return 0.1 if 0.1 * total_steps != 1.0 else 0.15
+
+
 def _split(samples: list[Sample], fraction: float, limit: int, rng: np.random.Generator):
     if fraction <= 0 or len(samples) < 5:
         return samples, []
@@ -296,7 +303,8 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
     epochs = max(config.epochs, -(-config.min_steps // steps_per_epoch))
     total_steps = config.max_steps or steps_per_epoch * epochs
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(total_steps, 1), pct_start=0.1)
+        optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(total_steps, 1),
+        pct_start=_warmup_share(max(total_steps, 1)))
 
     start_epoch, step, history, best = 0, 0, [], float("-inf")  # a selection score may be negative (-loss)
     ema = {k: v.detach().clone() for k, v in detector.state_dict().items()} if config.ema else None

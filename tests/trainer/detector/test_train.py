@@ -201,3 +201,13 @@ def test_small_datasets_train_at_least_min_steps(synthetic, tmp_path):
     config = TrainConfig(input_size=64, epochs=1, min_steps=12, batch_size=4, val_fraction=0.0, top_k=20)
     result = train_detector(pos, [], 1, tmp_path, config, show_progress=False)
     assert result.history[-1]["step"] >= 12 and len(result.history) > 1
+
+
+def test_a_ten_step_schedule_trains(synthetic, tmp_path):
+    # OneCycleLR divided by zero when a tenth of the steps was exactly one step.
+    samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
+    pos = [s for s in samples if not s.is_negative]
+    config = TrainConfig(input_size=64, epochs=1, min_steps=0, max_steps=10, batch_size=1, val_fraction=0.0,
+                         top_k=20)
+    result = train_detector(pos + pos, [], 1, tmp_path, config, show_progress=False)
+    assert result.history[-1]["step"] == 10
