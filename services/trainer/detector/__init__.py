@@ -42,6 +42,12 @@ PASTE_COVER = 0.4
 # pasted animal, or pasting 45% of views, keeps AP and costs CorLoc; a cover of 0.6 costs AP ("Thirteenth
 # session").
 PASTE_MAX = 2
+# Times per epoch a training photo whose labels split a group (two or more full-weight boxes) is seen
+# (``train.TrainConfig.group_repeat``). Real groups with a box per animal are what the detector lacks most,
+# but 3 against 1, five seeds paired on one machine: lion/dev AP +0.001 (0.689 -> 0.690), CorLoc +0.005,
+# and single lions with no box at conf 0.5 rose on four seeds of five. So the option is there, and off
+# (bench/results/detector.md, "Fourteenth session").
+GROUP_REPEAT = 1
 # Platt-scale the exported scores on the held-out split against the teacher's boxes
 # (``calibrate.fit_score_calibration``), so a confidence threshold means the same across detectors.
 CALIBRATE = True

@@ -17,7 +17,8 @@ from labelfree.core import jobs
 from labelfree.core.db import get_session
 from labelfree.core.errors import LabelfreeError, not_found
 from labelfree.core.models import Model
-from labelfree.trainer.detector import CALIBRATE, EMA, EPOCHS, KEEP, MIN_STEPS, PASTE, PASTE_MAX, SOFT_CANDIDATES
+from labelfree.trainer.detector import (CALIBRATE, EMA, EPOCHS, GROUP_REPEAT, KEEP, MIN_STEPS, PASTE, PASTE_MAX,
+                                        SOFT_CANDIDATES)
 
 router = APIRouter(prefix="/v1/detectors", tags=["detectors"])
 
@@ -39,6 +40,8 @@ class DetectorConfig(BaseModel):
                          description="share of training views of an animal given more, cut from one-box photos")
     paste_max: int = Field(PASTE_MAX, ge=1, le=8, description="animals pasted into one view at most: the first, then "
                                                                "each further one with even odds")
+    group_repeat: int = Field(GROUP_REPEAT, ge=1, le=8, description="times per epoch a photo whose labels hold two "
+                                                                     "or more animals is seen")
 
     @field_validator("input_size")
     @classmethod

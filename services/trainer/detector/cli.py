@@ -12,8 +12,8 @@ from typing import List, Optional
 
 import typer
 
-from labelfree.trainer.detector import (BACKBONE_MODE, CALIBRATE, EMA, EPOCHS, KEEP, KEEP_CHOICES, MIN_STEPS, PASTE,
-                                        PASTE_COVER, PASTE_MAX, SOFT_CANDIDATES)
+from labelfree.trainer.detector import (BACKBONE_MODE, CALIBRATE, EMA, EPOCHS, GROUP_REPEAT, KEEP, KEEP_CHOICES,
+                                        MIN_STEPS, PASTE, PASTE_COVER, PASTE_MAX, SOFT_CANDIDATES)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -60,6 +60,8 @@ def train_detector_cmd(
     paste_max: int = typer.Option(PASTE_MAX, "--paste-max", min=1, max=8,
                                   help="animals pasted into one view at most: the first, then each further one "
                                        "with even odds"),
+    group_repeat: int = typer.Option(GROUP_REPEAT, "--group-repeat", min=1, max=8,
+                                     help="times per epoch a photo whose labels hold two or more animals is seen"),
     ema: float = typer.Option(EMA, "--ema", min=0.0, max=0.9999,
                               help="decay per step of the moving average of the weights that is validated and "
                                    "exported (0: off)"),
@@ -89,7 +91,8 @@ def train_detector_cmd(
         config = TrainConfig(input_size=input_size, epochs=epochs, min_steps=min_steps, batch_size=batch_size,
                              device=device,
                              backbone_mode=backbone_mode, seed=seed, threads=threads, mosaic=mosaic, paste=paste,
-                             paste_cover=paste_cover, paste_max=paste_max, ema=ema, keep=keep,
+                             paste_cover=paste_cover, paste_max=paste_max, group_repeat=group_repeat, ema=ema,
+                             keep=keep,
                              num_workers=workers)
         config.validate()
         manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,

@@ -24,8 +24,8 @@ import torch
 from tqdm import tqdm
 
 from labelfree.core.backbone import load_backbone
-from labelfree.trainer.detector import (BACKBONE_MODE, EMA, EPOCHS, KEEP, KEEP_CHOICES, MIN_STEPS, PASTE, PASTE_COVER,
-                                        PASTE_MAX)
+from labelfree.trainer.detector import (BACKBONE_MODE, EMA, EPOCHS, GROUP_REPEAT, KEEP, KEEP_CHOICES, MIN_STEPS, PASTE,
+                                        PASTE_COVER, PASTE_MAX)
 from labelfree.trainer.detector.boxops import match_ap, top_box_iou
 from labelfree.trainer.detector.data import DetectionDataset, Sample, collate, epoch_order
 from labelfree.trainer.detector.loss import build_targets, detection_loss
@@ -72,6 +72,8 @@ class TrainConfig:
     paste: float = PASTE
     paste_cover: float = PASTE_COVER
     paste_max: int = PASTE_MAX  # animals pasted into one view at most (each after the first with even odds)
+    # Times per epoch a training photo with two or more full-weight boxes (a group the labels split) is seen.
+    group_repeat: int = GROUP_REPEAT
     # Exponential moving average of the weights (decay per step; 0: off): validation, checkpoints and the
     # returned detector use the average.
     ema: float = EMA
@@ -98,6 +100,8 @@ class TrainConfig:
             raise ValueError(f"keep must be one of {KEEP_CHOICES}, got {self.keep!r}")
         if self.paste_max < 1:
             raise ValueError(f"paste_max must be >= 1, got {self.paste_max}")
+        if self.group_repeat < 1:
+            raise ValueError(f"group_repeat must be >= 1, got {self.group_repeat}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -298,8 +302,11 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
                                  mosaic=config.mosaic, paste=config.paste,
                                  paste_cover=config.paste_cover, paste_max=config.paste_max)
     val_set = DetectionDataset(val_pos + val_neg, config.input_size, train=False)
-    n_neg_used = min(len(train_neg), round(len(train_pos) * config.neg_fraction / (1 - config.neg_fraction)))
-    steps_per_epoch = max(1, (len(train_pos) + n_neg_used) // config.batch_size)
+    groups_split = [i for i, s in enumerate(train_pos) if int((s.weights >= 1.0).sum()) >= 2]
+    extra = np.repeat(np.asarray(groups_split, dtype=np.int64), config.group_repeat - 1)
+    n_pos_used = len(train_pos) + len(extra)
+    n_neg_used = min(len(train_neg), round(n_pos_used * config.neg_fraction / (1 - config.neg_fraction)))
+    steps_per_epoch = max(1, (n_pos_used + n_neg_used) // config.batch_size)
     epochs = max(config.epochs, -(-config.min_steps // steps_per_epoch))
     total_steps = config.max_steps or steps_per_epoch * epochs
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -325,7 +332,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
             break
         train_set.set_epoch(epoch)
         order = epoch_order(len(train_pos), len(train_neg), config.neg_fraction if train_neg else 0.0,
-                            np.random.default_rng([config.seed, epoch]))
+                            np.random.default_rng([config.seed, epoch]), extra)
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(train_set, order.tolist()), batch_size=config.batch_size, shuffle=False,
             collate_fn=collate, num_workers=config.num_workers, pin_memory=device.type == "cuda",

@@ -45,6 +45,9 @@ def test_post_detectors_rejects_bad_explain_jobs(client):
     bad_paste_max = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
                                                        "config": {"paste_max": 0}})
     assert bad_paste_max.status_code == 422 and "paste_max" in bad_paste_max.text
+    bad_repeat = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
+                                                    "config": {"group_repeat": 0}})
+    assert bad_repeat.status_code == 422 and "group_repeat" in bad_repeat.text
     bad_ema = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
                                                  "config": {"ema": 1.0}})
     assert bad_ema.status_code == 422 and "ema" in bad_ema.text

@@ -118,6 +118,16 @@ def test_epoch_order_mixes_requested_share_of_negatives():
     assert len(epoch_order(10, 0, 0.2, np.random.default_rng(0))) == 10
 
 
+def test_epoch_order_repeats_the_extra_positives_and_keeps_the_negative_share():
+    plain = epoch_order(80, 100, 0.2, np.random.default_rng(0))
+    assert np.array_equal(epoch_order(80, 100, 0.2, np.random.default_rng(0), []), plain)
+    order = epoch_order(80, 100, 0.2, np.random.default_rng(0), [3, 3, 7])
+    assert len(order) == 104 and (order >= 80).sum() == 21
+    assert (order == 3).sum() == 3 and (order == 7).sum() == 2 and (order == 5).sum() == 1
+    with pytest.raises(ValueError, match="outside"):
+        epoch_order(80, 100, 0.2, np.random.default_rng(0), [80])
+
+
 def test_targets_peak_at_the_centre_cell():
     heat, peak, box, weight = image_targets(np.array([[0.25, 0.25, 0.75, 0.75]]), np.array([0]), 1, 16, 16)
     assert heat.max() == 1.0 and heat[0, 8, 8] == 1.0 and peak[0, 8, 8] == 1.0 and peak.sum() == 1.0

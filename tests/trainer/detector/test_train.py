@@ -203,6 +203,20 @@ def test_small_datasets_train_at_least_min_steps(synthetic, tmp_path):
     assert result.history[-1]["step"] >= 12 and len(result.history) > 1
 
 
+def test_group_repeat_shows_photos_with_several_boxes_more_often(synthetic, tmp_path):
+    samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
+    pos = [s for s in samples if not s.is_negative]
+    groups = sum(len(s.boxes) >= 2 for s in pos)
+    assert 0 < groups < len(pos)
+    base = dict(input_size=64, epochs=1, min_steps=0, batch_size=1, val_fraction=0.0, top_k=20)
+    once = train_detector(pos, [], 1, tmp_path / "once", TrainConfig(**base), show_progress=False)
+    thrice = train_detector(pos, [], 1, tmp_path / "thrice", TrainConfig(**base, group_repeat=3), show_progress=False)
+    assert once.history[-1]["step"] == len(pos)
+    assert thrice.history[-1]["step"] == len(pos) + 2 * groups
+    with pytest.raises(ValueError, match="group_repeat"):
+        TrainConfig(group_repeat=0).validate()
+
+
 def test_a_ten_step_schedule_trains(synthetic, tmp_path):
     # OneCycleLR divided by zero when a tenth of the steps was exactly one step.
     samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
