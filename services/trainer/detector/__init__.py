@@ -11,7 +11,10 @@ Defaults shared by the CLI, the API and the build live here, so importing them l
 EPOCHS = 12
 BACKBONE_MODE = "top"
 # Decay per step of the moving average of the weights that validation, checkpoints and export use. On the
-# two seeds measured, AP 0.655 -> 0.680 and 0.682 -> 0.698 with everything else the same.
+# two seeds measured, AP 0.655 -> 0.680 and 0.682 -> 0.698 with everything else the same. The decay warms
+# up as (1 + step) / (10 + step) and reaches this cap only at step ~1,790, so a thousand-photo round (~840
+# steps) never meets it: its average ends with a horizon of ~90 steps, and a cap of 0.998 builds the same
+# bytes (bench/results/detector.md, "Fourteenth session").
 EMA = 0.995
 # A floor on optimiser steps per training round: a small dataset trains more epochs, until it gets about
 # the steps a thousand-photo one does (12 epochs of ~70 steps), so this changes nothing above ~1,000 photos.
