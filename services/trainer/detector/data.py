@@ -337,19 +337,25 @@ def collate(batch: list) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarra
     return images, [b[1].numpy() for b in batch], [b[2].numpy() for b in batch], [b[3].numpy() for b in batch]
 
 
+def negatives_per_epoch(n_positive: int, n_negative: int, neg_fraction: float) -> int:
+    """How many negatives an epoch of ``n_positive`` positive views takes: ``neg_fraction`` of the
+    epoch, while the ``n_negative`` last."""
+    if not 0.0 <= neg_fraction < 1.0:
+        raise ValueError(f"neg_fraction must be in [0, 1), got {neg_fraction}")
+    return min(n_negative, int(round(n_positive * neg_fraction / (1.0 - neg_fraction))))
+
+
 def epoch_order(n_positive: int, n_negative: int, neg_fraction: float, rng: np.random.Generator,
                 extra: Sequence[int] = ()) -> np.ndarray:
     """Indices for one epoch: every positive once (and those in ``extra`` once more per listing),
     plus negatives making up ``neg_fraction`` of the epoch (sampled without replacement while they
     last), shuffled together so each batch mixes both. Positives are ``0..n_positive-1``,
     negatives follow."""
-    if not 0.0 <= neg_fraction < 1.0:
-        raise ValueError(f"neg_fraction must be in [0, 1), got {neg_fraction}")
     positives = np.concatenate([np.arange(n_positive), np.asarray(extra, dtype=np.int64)])
     if len(positives) and (positives.min() < 0 or positives.max() >= n_positive):
         raise ValueError(f"extra holds an index outside the {n_positive} positives")
-    want = int(round(len(positives) * neg_fraction / (1.0 - neg_fraction))) if n_negative else 0
-    negatives = n_positive + rng.choice(n_negative, size=min(want, n_negative), replace=False) if want else []
+    want = negatives_per_epoch(len(positives), n_negative, neg_fraction)
+    negatives = n_positive + rng.choice(n_negative, size=want, replace=False) if want else []
     order = np.concatenate([positives, np.asarray(negatives, dtype=np.int64)])
     rng.shuffle(order)
     return order

@@ -27,7 +27,7 @@ from labelfree.core.backbone import load_backbone
 from labelfree.trainer.detector import (BACKBONE_MODE, EMA, EPOCHS, GROUP_REPEAT, KEEP, KEEP_CHOICES, MIN_STEPS, PASTE,
                                         PASTE_COVER, PASTE_MAX)
 from labelfree.trainer.detector.boxops import match_ap, top_box_iou
-from labelfree.trainer.detector.data import DetectionDataset, Sample, collate, epoch_order
+from labelfree.trainer.detector.data import DetectionDataset, Sample, collate, epoch_order, negatives_per_epoch
 from labelfree.trainer.detector.loss import build_targets, detection_loss
 from labelfree.trainer.detector.model import Detector, PyramidModel, decode, top_stage
 
@@ -305,7 +305,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
     groups_split = [i for i, s in enumerate(train_pos) if int((s.weights >= 1.0).sum()) >= 2]
     extra = np.repeat(np.asarray(groups_split, dtype=np.int64), config.group_repeat - 1)
     n_pos_used = len(train_pos) + len(extra)
-    n_neg_used = min(len(train_neg), round(n_pos_used * config.neg_fraction / (1 - config.neg_fraction)))
+    n_neg_used = negatives_per_epoch(n_pos_used, len(train_neg), config.neg_fraction)
     steps_per_epoch = max(1, (n_pos_used + n_neg_used) // config.batch_size)
     epochs = max(config.epochs, -(-config.min_steps // steps_per_epoch))
     total_steps = config.max_steps or steps_per_epoch * epochs
