@@ -75,11 +75,24 @@ def pytest_sessionstart(session):
     upgrade()
 
 
+def _stop_spark() -> None:
+    """Stop the Spark session a test left running, while the streams pytest captured are still open:
+    stopped at interpreter exit instead, py4j logs a closing gateway to a closed file."""
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark import SparkContext
+
+    context = SparkContext._active_spark_context  # no public getter that does not create one
+    if context is not None:
+        context.stop()
+
+
 def pytest_sessionfinish(session, exitstatus):
     import redis
 
     from labelfree.core.db import get_engine
 
+    _stop_spark()
     get_engine().dispose()
     try:
         redis.Redis.from_url(os.environ["LABELFREE_BROKER_URL"]).flushdb()

@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from labelfree.core.store import LocalStore
 from labelfree.trainer.featurize import FeatureCache, featurize_files
 from labelfree.trainer.spark_features import spark_featurize_files
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_spark():
-    """Stop the session here: py4j's exit-time close logs to streams pytest has already closed."""
-    yield
-    from pyspark.sql import SparkSession
-
-    session = SparkSession.getActiveSession()
-    if session is not None:
-        session.stop()
 
 
 def test_spark_path_equals_local_path_and_fills_the_cache(featurizer, image_folders, tmp_path):
