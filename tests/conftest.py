@@ -76,8 +76,7 @@ def pytest_sessionstart(session):
 
 
 def _stop_spark() -> None:
-    """Stop the Spark session a test left running, while the streams pytest captured are still open:
-    stopped at interpreter exit instead, py4j logs a closing gateway to a closed file."""
+    """Stop the Spark session a test left running."""
     if "pyspark" not in sys.modules:
         return
     from pyspark import SparkContext
@@ -87,12 +86,25 @@ def _stop_spark() -> None:
         context.stop()
 
 
+def _drop_captured_log_handlers() -> None:
+    """Apps built in tests (``configure_logging``) point the root logger at the stderr pytest captures,
+    and pytest closes it before the interpreter exits. py4j logs as its gateway's connections are
+    collected at exit, which then printed a "Logging error" traceback after every run."""
+    import logging
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler.stream not in (sys.__stderr__, sys.__stdout__):
+            root.removeHandler(handler)
+
+
 def pytest_sessionfinish(session, exitstatus):
     import redis
 
     from labelfree.core.db import get_engine
 
     _stop_spark()
+    _drop_captured_log_handlers()
     get_engine().dispose()
     try:
         redis.Redis.from_url(os.environ["LABELFREE_BROKER_URL"]).flushdb()
