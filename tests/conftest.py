@@ -75,17 +75,6 @@ def pytest_sessionstart(session):
     upgrade()
 
 
-def _stop_spark() -> None:
-    """Stop the Spark session a test left running."""
-    if "pyspark" not in sys.modules:
-        return
-    from pyspark import SparkContext
-
-    context = SparkContext._active_spark_context  # no public getter that does not create one
-    if context is not None:
-        context.stop()
-
-
 def _drop_captured_log_handlers() -> None:
     """Apps built in tests (``configure_logging``) point the root logger at the stderr pytest captures,
     and pytest closes it before the interpreter exits. py4j logs as its gateway's connections are
@@ -103,7 +92,6 @@ def pytest_sessionfinish(session, exitstatus):
 
     from labelfree.core.db import get_engine
 
-    _stop_spark()
     _drop_captured_log_handlers()
     get_engine().dispose()
     try:

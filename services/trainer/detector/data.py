@@ -351,9 +351,10 @@ def epoch_order(n_positive: int, n_negative: int, neg_fraction: float, rng: np.r
     plus negatives making up ``neg_fraction`` of the epoch (sampled without replacement while they
     last), shuffled together so each batch mixes both. Positives are ``0..n_positive-1``,
     negatives follow."""
-    positives = np.concatenate([np.arange(n_positive), np.asarray(extra, dtype=np.int64)])
-    if len(positives) and (positives.min() < 0 or positives.max() >= n_positive):
+    extra = np.asarray(extra, dtype=np.int64)
+    if len(extra) and (extra.min() < 0 or extra.max() >= n_positive):
         raise ValueError(f"extra holds an index outside the {n_positive} positives")
+    positives = np.concatenate([np.arange(n_positive), extra])
     want = negatives_per_epoch(len(positives), n_negative, neg_fraction)
     negatives = n_positive + rng.choice(n_negative, size=want, replace=False) if want else []
     order = np.concatenate([positives, np.asarray(negatives, dtype=np.int64)])
