@@ -54,3 +54,6 @@ GROUP_REPEAT = 1
 # Platt-scale the exported scores on the held-out split against the teacher's boxes
 # (``calibrate.fit_score_calibration``), so a confidence threshold means the same across detectors.
 CALIBRATE = True
+# In self-training rounds, how much more often a negative the last round's detector fires on is drawn into
+# an epoch: ``1 + HARD_NEGATIVES x`` its top score (``selftrain.weigh_negatives``; 0: uniform draws).
+HARD_NEGATIVES = 0.0

@@ -17,8 +17,8 @@ from labelfree.core import jobs
 from labelfree.core.db import get_session
 from labelfree.core.errors import LabelfreeError, not_found
 from labelfree.core.models import Model
-from labelfree.trainer.detector import (CALIBRATE, EMA, EPOCHS, GROUP_REPEAT, KEEP, MIN_STEPS, PASTE, PASTE_MAX,
-                                        SOFT_CANDIDATES)
+from labelfree.trainer.detector import (CALIBRATE, EMA, EPOCHS, GROUP_REPEAT, HARD_NEGATIVES, KEEP, MIN_STEPS, PASTE,
+                                        PASTE_MAX, SOFT_CANDIDATES)
 
 router = APIRouter(prefix="/v1/detectors", tags=["detectors"])
 
@@ -57,6 +57,9 @@ class DetectorRequest(BaseModel):
     name: str | None = Field(None, max_length=200)
     instance_kind: Literal["cpu", "gpu"] = "cpu"
     self_train_rounds: int = Field(1, ge=0, le=5)
+    hard_negatives: float = Field(HARD_NEGATIVES, ge=0.0, le=100.0,
+                                  description="in self-training rounds, draw a negative 1 + this x the last "
+                                              "round's top score on it times as often (0: uniform)")
     soft_candidates: bool = SOFT_CANDIDATES
     calibrate: bool = Field(CALIBRATE, description="Platt-scale the scores on the held-out split against the teacher")
     config: DetectorConfig = Field(default_factory=DetectorConfig)
@@ -75,7 +78,8 @@ def create_detector(body: DetectorRequest, response: Response, session: Session 
         raise LabelfreeError("conflict", f"explain job {explain.id} is {explain.state}; it must have succeeded")
     explain_inputs(explain.result)
     params = {"explain_job_id": explain.id, "instance_kind": body.instance_kind, "name": body.name,
-              "self_train_rounds": body.self_train_rounds, "soft_candidates": body.soft_candidates,
+              "self_train_rounds": body.self_train_rounds, "hard_negatives": body.hard_negatives,
+              "soft_candidates": body.soft_candidates,
               "calibrate": body.calibrate, "config": body.config.model_dump()}
     return submit_job(session, response, train_detector_job, jobs.JobKind.TRAIN_DETECTOR, params,
                       project_id=explain.project_id, run_id=explain.run_id, inputs={"explain_job_id": explain.id})

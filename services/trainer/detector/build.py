@@ -15,9 +15,10 @@ import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
-from labelfree.trainer.detector import CALIBRATE, SOFT_CANDIDATES
+from labelfree.trainer.detector import CALIBRATE, HARD_NEGATIVES, SOFT_CANDIDATES
 from labelfree.trainer.detector.calibrate import fit_score_calibration
 from labelfree.trainer.detector.data import DetectionDataset, collate, load_coco_boxes, negative_samples
 from labelfree.trainer.detector.export import (
@@ -30,7 +31,7 @@ from labelfree.trainer.detector.export import (
 )
 from labelfree.trainer.detector.model import ExportModel
 from labelfree.trainer.detector.quantize import compare_graphs, quantize_detector
-from labelfree.trainer.detector.selftrain import relabel
+from labelfree.trainer.detector.selftrain import RoundGraph, relabel, weigh_negatives
 from labelfree.trainer.detector.train import TrainConfig, train_detector
 from labelfree.core.version import build_host, code_version
 
@@ -72,11 +73,18 @@ def _calibrate(detector, samples: list, config: TrainConfig, pool_kernel: int) -
     return fit_score_calibration(boxes, scores, truths)
 
 
+def _score_summary(tops) -> dict:
+    """How a round's detector scores the negatives (uncalibrated top score per image)."""
+    return {"n": int(len(tops)), "median_top": round(float(np.median(tops)), 4) if len(tops) else None,
+            "share_at_0.5": round(float((tops >= 0.5).mean()), 4) if len(tops) else None}
+
+
 def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
                    negatives: Sequence[str | Path] = (), config: TrainConfig | None = None,
                    instance_kind: str = "cpu", pool_kernel: int = 3, min_box_score: float = 0.0,
                    min_relative_score: float = 0.5, soft_candidates: bool = SOFT_CANDIDATES,
                    unboxed_as_negative: bool = False, self_train_rounds: int = 1, relabel_relative: float = 0.5,
+                   hard_negatives: float = HARD_NEGATIVES,
                    int8: bool | None = None, calibration_images: int = 256, calibrate: bool = CALIBRATE,
                    resume: bool = True, show_progress: bool = True, provenance: dict | None = None,
                    progress: Callable[[float], None] | None = None) -> dict:
@@ -91,7 +99,9 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
     (``loss.focal_heat_loss``), as are the detector's own weaker peaks in self-training rounds.
     ``self_train_rounds``: times to relabel the positives with the detector and train again (see
     :mod:`selftrain`), keeping its peaks scoring at least ``relabel_relative`` x the image's top
-    score; checkpoints of round r go to ``checkpoints/round<r>``. ``calibrate``: Platt-scale the
+    score; checkpoints of round r go to ``checkpoints/round<r>``. ``hard_negatives``: in those rounds a
+    negative is drawn ``1 + hard_negatives x`` the last round's top score on it times as often
+    (``selftrain.weigh_negatives``; 0: uniform). ``calibrate``: Platt-scale the
     exported scores on the held-out split against the teacher's boxes (:mod:`calibrate`).
     ``instance_kind``: ``cpu`` or ``gpu`` for the Triton instance group. ``provenance`` (ids of the
     boxes, images, classifier and explainer run) is stored in the manifest. Returns the manifest.
@@ -112,16 +122,21 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
 
     if self_train_rounds < 0:
         raise ValueError(f"self_train_rounds must be >= 0, got {self_train_rounds}")
+    if hard_negatives < 0:
+        raise ValueError(f"hard_negatives must be >= 0, got {hard_negatives}")
     rounds = self_train_rounds + 1
-    result, train_positives = None, positives
+    result, train_positives, train_negatives, negative_scores = None, positives, all_negatives, []
     for r in range(rounds):
         work = out if r == 0 else out / "checkpoints" / f"round{r}"
         if r:
-            train_positives = relabel(result.detector, positives, work, input_size=config.input_size,
-                                      relative=relabel_relative, top_k=config.top_k,
-                                      threads=config.threads, soft=soft_candidates)
+            graph = RoundGraph(result.detector, work, input_size=config.input_size, top_k=config.top_k,
+                               threads=config.threads)
+            train_positives = relabel(graph, positives, relative=relabel_relative, soft=soft_candidates)
+            if hard_negatives and all_negatives:
+                train_negatives, tops = weigh_negatives(graph, all_negatives, hard_negatives)
+                negative_scores.append(_score_summary(tops))
         report = (lambda share, r=r: progress(0.9 * (r + share) / rounds)) if progress else None
-        result = train_detector(train_positives, all_negatives, len(labels), work, config, resume=resume,
+        result = train_detector(train_positives, train_negatives, len(labels), work, config, resume=resume,
                                 show_progress=show_progress, progress=report)
     val_files = set(result.val_files)
     held_out = [s for s in positives + all_negatives if str(s.path) in val_files]
@@ -161,6 +176,7 @@ def build_detector(images: str | Path, boxes: str | Path, out: str | Path, *,
         "negatives": [str(Path(n).resolve()) for n in negatives],
         "n_positive": len(positives), "n_negative": len(all_negatives), "self_train_rounds": self_train_rounds,
         "relabel_relative": relabel_relative, "min_relative_score": min_relative_score,
+        "hard_negatives": hard_negatives, "negative_scores_by_round": negative_scores,
         "soft_candidates": soft_candidates, "score_calibration": score_calibration,
         "n_boxes_teacher": int(sum(len(p.boxes) for p in positives)),
         "n_boxes_last_round": int(sum(len(p.boxes) for p in train_positives)),

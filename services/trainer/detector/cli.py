@@ -12,8 +12,8 @@ from typing import List, Optional
 
 import typer
 
-from labelfree.trainer.detector import (BACKBONE_MODE, CALIBRATE, EMA, EPOCHS, GROUP_REPEAT, KEEP, KEEP_CHOICES,
-                                        MIN_STEPS, PASTE, PASTE_COVER, PASTE_MAX, SOFT_CANDIDATES)
+from labelfree.trainer.detector import (BACKBONE_MODE, CALIBRATE, EMA, EPOCHS, GROUP_REPEAT, HARD_NEGATIVES, KEEP,
+                                        KEEP_CHOICES, MIN_STEPS, PASTE, PASTE_COVER, PASTE_MAX, SOFT_CANDIDATES)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -45,6 +45,10 @@ def train_detector_cmd(
                                           help="train images listed without boxes as negatives (default: skip them)"),
     self_train_rounds: int = typer.Option(1, "--self-train-rounds", min=0,
                                           help="relabel with the detector and retrain this many times"),
+    hard_negatives: float = typer.Option(
+        HARD_NEGATIVES, "--hard-negatives", min=0.0, max=100.0,
+        help="in self-training rounds, draw a negative 1 + this x the last round's top score on it times as often "
+             "(0: every negative equally often)"),
     soft_candidates: bool = typer.Option(
         SOFT_CANDIDATES, "--soft-candidates/--no-soft-candidates",
         help="train on the teacher's ranked candidate boxes too, as soft targets: each centre taught its score "
@@ -98,6 +102,7 @@ def train_detector_cmd(
         manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,
                                   instance_kind=instance_kind, resume=resume,
                                   unboxed_as_negative=unboxed_negative, self_train_rounds=self_train_rounds,
+                                  hard_negatives=hard_negatives,
                                   int8=int8, soft_candidates=soft_candidates, calibrate=calibrate)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))

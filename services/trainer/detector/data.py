@@ -32,10 +32,14 @@ class Sample:
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     weights: np.ndarray | None = None  # None: every box weighs 1
+    # A negative's relative chance of being drawn into an epoch (``epoch_order``); hard ones weigh more.
+    draw: float = 1.0
 
     def __post_init__(self) -> None:
         if self.weights is None:
             self.weights = np.ones(len(self.boxes), np.float32)
+        if not self.draw > 0:
+            raise ValueError(f"{self.path}: draw must be > 0, got {self.draw}")
         if len(self.weights) != len(self.boxes) or len(self.labels) != len(self.boxes):
             raise ValueError(f"{self.path}: {len(self.boxes)} boxes, {len(self.labels)} labels, "
                              f"{len(self.weights)} weights")
@@ -346,17 +350,25 @@ def negatives_per_epoch(n_positive: int, n_negative: int, neg_fraction: float) -
 
 
 def epoch_order(n_positive: int, n_negative: int, neg_fraction: float, rng: np.random.Generator,
-                extra: Sequence[int] = ()) -> np.ndarray:
+                extra: Sequence[int] = (), negative_draw: Sequence[float] | None = None) -> np.ndarray:
     """Indices for one epoch: every positive once (and those in ``extra`` once more per listing),
     plus negatives making up ``neg_fraction`` of the epoch (sampled without replacement while they
     last), shuffled together so each batch mixes both. Positives are ``0..n_positive-1``,
-    negatives follow."""
+    negatives follow. ``negative_draw``: each negative's relative chance of being drawn (None or
+    all equal: uniform, the same draw as before the option existed)."""
     extra = np.asarray(extra, dtype=np.int64)
     if len(extra) and (extra.min() < 0 or extra.max() >= n_positive):
         raise ValueError(f"extra holds an index outside the {n_positive} positives")
+    p = None
+    if negative_draw is not None:
+        draw = np.asarray(negative_draw, dtype=np.float64)
+        if draw.shape != (n_negative,) or not (draw > 0).all():
+            raise ValueError(f"negative_draw needs {n_negative} positive weights")
+        if len(draw) and draw.min() < draw.max():
+            p = draw / draw.sum()
     positives = np.concatenate([np.arange(n_positive), extra])
     want = negatives_per_epoch(len(positives), n_negative, neg_fraction)
-    negatives = n_positive + rng.choice(n_negative, size=want, replace=False) if want else []
+    negatives = n_positive + rng.choice(n_negative, size=want, replace=False, p=p) if want else []
     order = np.concatenate([positives, np.asarray(negatives, dtype=np.int64)])
     rng.shuffle(order)
     return order

@@ -25,7 +25,7 @@ from labelfree.core.celery_app import QUEUE_TRAIN, job_task
 from labelfree.core.db import session_scope
 from labelfree.core.errors import LabelfreeError
 from labelfree.core.models import Model
-from labelfree.trainer.detector import CALIBRATE, SOFT_CANDIDATES
+from labelfree.trainer.detector import CALIBRATE, HARD_NEGATIVES, SOFT_CANDIDATES
 from labelfree.core.settings import get_settings
 from labelfree.core.store import get_store
 
@@ -106,6 +106,7 @@ def train_detector_job(job_id: str, params: dict, progress) -> dict:
                               config=config, instance_kind=params.get("instance_kind", "cpu"),
                               unboxed_as_negative=bool(params.get("unboxed_as_negative", False)),
                               self_train_rounds=int(params.get("self_train_rounds", 1)),
+                              hard_negatives=float(params.get("hard_negatives", HARD_NEGATIVES)),
                               soft_candidates=bool(params.get("soft_candidates", SOFT_CANDIDATES)),
                               calibrate=bool(params.get("calibrate", CALIBRATE)),
                               show_progress=False, provenance=provenance, progress=progress)

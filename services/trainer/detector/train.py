@@ -332,7 +332,7 @@ def train_detector(positives: list[Sample], negatives: list[Sample], num_classes
             break
         train_set.set_epoch(epoch)
         order = epoch_order(len(train_pos), len(train_neg), config.neg_fraction if train_neg else 0.0,
-                            np.random.default_rng([config.seed, epoch]), extra)
+                            np.random.default_rng([config.seed, epoch]), extra, [s.draw for s in train_neg])
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(train_set, order.tolist()), batch_size=config.batch_size, shuffle=False,
             collate_fn=collate, num_workers=config.num_workers, pin_memory=device.type == "cuda",

@@ -54,6 +54,9 @@ def test_post_detectors_rejects_bad_explain_jobs(client):
     bad_keep = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
                                                   "config": {"keep": "middle"}})
     assert bad_keep.status_code == 422 and "keep" in bad_keep.text
+    bad_hard = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
+                                                  "hard_negatives": -1})
+    assert bad_hard.status_code == 422 and "hard_negatives" in bad_hard.text
 
 
 def test_post_detectors_queues_a_job_and_the_task_registers_the_model(client, synthetic, monkeypatch):
@@ -131,7 +134,7 @@ def test_the_task_trains_on_the_datasets_negative_images(synthetic):
     explain_id = _explain_job({"boxes_key": boxes_key, "images_dir": str(synthetic["images"]),
                                "dataset_id": dataset_id})
     with session_scope() as s:
-        job = jobs.create_job(s, "train_detector", {"explain_job_id": explain_id, "config": {
+        job = jobs.create_job(s, "train_detector", {"explain_job_id": explain_id, "hard_negatives": 5.0, "config": {
             "epochs": 1, "min_steps": 0, "input_size": 96, "batch_size": 4}}).id
     tasks.train_detector_job.apply(args=[job])
     with session_scope() as s:
@@ -139,3 +142,5 @@ def test_the_task_trains_on_the_datasets_negative_images(synthetic):
         assert done.state == "succeeded", done.error
         training = s.get(Model, done.result["model_id"]).manifest["training"]
     assert training["n_negative"] == 5 and training["provenance"]["dataset_negatives"] == 5
+    # round 1 drew them by how round 0's detector scored them
+    assert training["hard_negatives"] == 5.0 and training["negative_scores_by_round"][0]["n"] == 5

@@ -128,6 +128,30 @@ def test_epoch_order_repeats_the_extra_positives_and_keeps_the_negative_share():
         epoch_order(80, 100, 0.2, np.random.default_rng(0), [80])
 
 
+def test_epoch_order_draws_heavier_negatives_more_often_and_equal_weights_as_before():
+    plain = epoch_order(80, 100, 0.2, np.random.default_rng(0))
+    assert np.array_equal(epoch_order(80, 100, 0.2, np.random.default_rng(0), negative_draw=[2.0] * 100), plain)
+    draw = np.ones(100)
+    draw[:10] = 20.0  # ten hard negatives (indices 80-89 of the order)
+    counts = np.zeros(100)
+    for epoch in range(50):
+        order = epoch_order(80, 100, 0.2, np.random.default_rng(epoch), negative_draw=draw)
+        assert len(order) == 100 and (order >= 80).sum() == 20 and len(set(order[order >= 80])) == 20
+        counts += np.bincount(order[order >= 80] - 80, minlength=100)
+    assert counts[:10].mean() > 4 * counts[10:].mean()
+    assert len(epoch_order(10, 0, 0.2, np.random.default_rng(0), negative_draw=[])) == 10
+    for bad in ([1.0] * 99, [0.0] + [1.0] * 99, [-1.0] * 100):
+        with pytest.raises(ValueError, match="negative_draw"):
+            epoch_order(80, 100, 0.2, np.random.default_rng(0), negative_draw=bad)
+
+
+def test_a_sample_must_have_a_positive_draw(tmp_path):
+    from labelfree.trainer.detector.data import Sample
+
+    with pytest.raises(ValueError, match="draw"):
+        Sample(tmp_path / "x.jpg", draw=0.0)
+
+
 def test_targets_peak_at_the_centre_cell():
     heat, peak, box, weight = image_targets(np.array([[0.25, 0.25, 0.75, 0.75]]), np.array([0]), 1, 16, 16)
     assert heat.max() == 1.0 and heat[0, 8, 8] == 1.0 and peak[0, 8, 8] == 1.0 and peak.sum() == 1.0

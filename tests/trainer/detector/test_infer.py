@@ -42,3 +42,6 @@ def test_cli_detect_and_bad_input(trained, synthetic, tmp_path):
     bad = runner.invoke(app, ["train-detector", "--images", str(synthetic["images"]), "--boxes",
                               str(synthetic["boxes"]), "--out", str(tmp_path / "d"), "--keep", "middle"])
     assert bad.exit_code == 2 and "--keep" in bad.output and not (tmp_path / "d").exists()
+    bad = runner.invoke(app, ["train-detector", "--images", str(synthetic["images"]), "--boxes",
+                              str(synthetic["boxes"]), "--out", str(tmp_path / "d"), "--hard-negatives", "-1"])
+    assert bad.exit_code == 2 and "--hard-negatives" in bad.output and not (tmp_path / "d").exists()

@@ -72,30 +72,51 @@ def test_config_rejects_top_k_beyond_the_heat_map():
 
 def test_relabel_with_the_trained_detector_finds_the_known_boxes(trained, synthetic, tmp_path):
     from tests.trainer.detector.test_export import _load_detector
-    from labelfree.trainer.detector.selftrain import relabel
+    from labelfree.trainer.detector.selftrain import RoundGraph, relabel
 
     samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
     positives = [s for s in samples if not s.is_negative]
-    detector = _load_detector(trained["dir"], trained["config"])
-    new = relabel(detector, positives, tmp_path, input_size=trained["config"].input_size, relative=0.5)
+    graph = RoundGraph(_load_detector(trained["dir"], trained["config"]), tmp_path,
+                       input_size=trained["config"].input_size)
+    new = relabel(graph, positives, relative=0.5)
     assert [s.path for s in new] == [s.path for s in positives]
     good = sum(len(n.boxes) == len(o.boxes) and (box_iou(o.boxes, n.boxes).max(axis=1) >= 0.5).all()
                for o, n in zip(positives, new))
     assert good >= len(positives) - 1
     with pytest.raises(ValueError, match="relative"):
-        relabel(detector, positives, tmp_path, input_size=96, relative=0.0)
+        relabel(graph, positives, relative=0.0)
+
+
+def test_weigh_negatives_draws_the_ones_the_detector_fires_on_more_often(trained, synthetic, tmp_path):
+    """A photo of the object passed as a negative scores high, so it is drawn more often than a blank one."""
+    from tests.trainer.detector.test_export import _load_detector
+    from labelfree.trainer.detector.data import Sample
+    from labelfree.trainer.detector.selftrain import RoundGraph, weigh_negatives
+
+    samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
+    lookalikes = [Sample(s.path) for s in samples if not s.is_negative][:3]
+    blanks = [s for s in samples if s.is_negative][:3]
+    graph = RoundGraph(_load_detector(trained["dir"], trained["config"]), tmp_path,
+                       input_size=trained["config"].input_size)
+    weighed, tops = weigh_negatives(graph, lookalikes + blanks, boost=10.0)
+    assert [s.path for s in weighed] == [s.path for s in lookalikes + blanks]
+    assert all(len(s.boxes) == 0 for s in weighed)
+    assert np.allclose([s.draw for s in weighed], 1.0 + 10.0 * tops)
+    assert min(s.draw for s in weighed[:3]) > max(s.draw for s in weighed[3:])
+    with pytest.raises(ValueError, match="boost"):
+        weigh_negatives(graph, blanks, boost=-1.0)
 
 
 def test_soft_relabel_keeps_the_weaker_peaks_as_ranked_candidates(trained, synthetic, tmp_path):
     from tests.trainer.detector.test_export import _load_detector
-    from labelfree.trainer.detector.selftrain import relabel
+    from labelfree.trainer.detector.selftrain import RoundGraph, relabel
 
     samples, _, _ = load_coco_boxes(synthetic["boxes"], synthetic["images"])
     positives = [s for s in samples if not s.is_negative]
     detector = _load_detector(trained["dir"], trained["config"])
-    hard = relabel(detector, positives, tmp_path, input_size=trained["config"].input_size, relative=0.5)
-    soft = relabel(detector, positives, tmp_path, input_size=trained["config"].input_size, relative=0.5,
-                   soft=True)
+    graph = RoundGraph(detector, tmp_path, input_size=trained["config"].input_size)
+    hard = relabel(graph, positives, relative=0.5)
+    soft = relabel(graph, positives, relative=0.5, soft=True)
     for h, s in zip(hard, soft):
         labels = s.weights == 1.0
         assert np.allclose(s.boxes[labels], h.boxes) and (s.weights[~labels] < 0.5).all()
