@@ -175,7 +175,16 @@ def detector_section(model: dict, deployed: bool) -> dict:
             "validation": {k: v for k, v in validation.items() if v is not None},
             "training": {k: training.get(k) for k in ("n_train", "n_val", "n_positive", "n_negative",
                                                       "n_boxes_teacher", "n_boxes_last_round", "self_train_rounds")
-                         if training.get(k) is not None}}
+                         if training.get(k) is not None}
+                        | _first_round_negatives(training)}
+
+
+def _first_round_negatives(training: dict) -> dict:
+    """The share of negatives the first round's detector boxed at 0.5: look-alikes the next round saw more."""
+    scored = training.get("negative_scores_by_round") or []
+    if not scored or scored[0].get("share_at_0.5") is None:
+        return {}
+    return {"negatives_boxed_first_round": scored[0]["share_at_0.5"], "hard_negatives": training.get("hard_negatives")}
 
 
 def detector_holdout(coco: dict, manifest: dict) -> list[str]:

@@ -318,6 +318,8 @@ def _detector_section(report: Report) -> str:
             ["… CorLoc (top box right)", v.get("corloc")], ["… mean IoU of the top box", v.get("miou")],
             ["photos trained on / held out", f"{t['n_train']:,} / {t.get('n_val', 0):,}" if "n_train" in t else None],
             ["teacher boxes", t.get("n_boxes_teacher")], ["self-training rounds", t.get("self_train_rounds")],
+            ["negatives the first round boxed at 0.5 (drawn more often after)",
+             f"{t['negatives_boxed_first_round']:.1%}" if "negatives_boxed_first_round" in t else None],
             ["input size (pixels)", d.get("input_size")], ["deployed", d.get("deployed")]]
     out.append(_table(["measure", "value"], [r for r in rows if r[1] is not None]))
     out.append(_legend(*((("#ffffff", "a person's box"),) if report.evaluation else ()), ("#00e676", "detector")))

@@ -225,6 +225,8 @@ def build_run(tmp: Path, *, query: str = "red deer", n_pos: int = 16, n_neg: int
     manifest = {"kind": "detector", "input_size": 96, "top_k": 2, "labels": [query], "category_ids": [1],
                 "training": {"n_positive": boxed, "n_train": boxed - round(boxed * 0.25), "n_val": round(boxed * 0.25),
                              "n_boxes_teacher": len(coco["annotations"]), "self_train_rounds": 0,
+                             "hard_negatives": 10.0,
+                             "negative_scores_by_round": [{"n": 40, "median_top": 0.05, "share_at_0.5": 0.025}],
                              "config": {"val_fraction": 0.25, "max_val": 200, "seed": 0}}}
     (det_dir / "manifest.json").write_text(json.dumps(manifest))
     detector_id = new_id()

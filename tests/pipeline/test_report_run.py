@@ -95,6 +95,8 @@ def test_report_cli_writes_one_self_contained_file(red_run, tmp_path):
     assert set(re.findall(r"https?://[^\"'<\s]+", html)) <= set(re.findall(r"href=\"(https?://[^\"]+)\"", html))
     assert html.count("<svg class=\"curve\"") == 2
     assert "28 photos" in html and "red deer" in html and "Ranger A" in html
+    # how many negatives the first round fired on (the look-alikes the next round drew more often)
+    assert "negatives the first round boxed at 0.5 (drawn more often after)</td><td>2.5%" in html
     assert not list(out.parent.glob(".*partial"))
 
 
