@@ -38,6 +38,8 @@ class DetectorConfig(BaseModel):
                                                              "epoch that agreed best with the held-out pseudo-boxes")
     paste: float = Field(PASTE, ge=0.0, le=1.0,
                          description="share of training views of an animal given more, cut from one-box photos")
+    neg_fraction: float = Field(0.2, ge=0.0, le=0.9, description="share of each epoch that is negative photos (0.4 "
+                                                                 "boxes fewer look-alikes and misses more animals)")
     paste_max: int = Field(PASTE_MAX, ge=1, le=8, description="animals pasted into one view at most: the first, then "
                                                                "each further one with even odds")
     group_repeat: int = Field(GROUP_REPEAT, ge=1, le=8, description="times per epoch a photo whose labels hold two "

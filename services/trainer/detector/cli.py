@@ -53,6 +53,9 @@ def train_detector_cmd(
         SOFT_CANDIDATES, "--soft-candidates/--no-soft-candidates",
         help="train on the teacher's ranked candidate boxes too, as soft targets: each centre taught its score "
              "relative to the image's top box (off by default: the labels only)"),
+    neg_fraction: float = typer.Option(0.2, "--neg-fraction", min=0.0, max=0.9,
+                                       help="share of each epoch that is negative photos (0.4 boxes fewer look-alikes "
+                                            "and misses more animals at conf 0.5)"),
     mosaic: float = typer.Option(0.0, "--mosaic", min=0.0, max=1.0,
                                  help="share of training views that are 2x2 mosaics of four images"),
     paste: float = typer.Option(PASTE, "--paste", min=0.0, max=1.0,
@@ -96,7 +99,7 @@ def train_detector_cmd(
                              device=device,
                              backbone_mode=backbone_mode, seed=seed, threads=threads, mosaic=mosaic, paste=paste,
                              paste_cover=paste_cover, paste_max=paste_max, group_repeat=group_repeat, ema=ema,
-                             keep=keep,
+                             keep=keep, neg_fraction=neg_fraction,
                              num_workers=workers)
         config.validate()
         manifest = build_detector(images, boxes, out, negatives=neg or (), config=config,

@@ -57,6 +57,9 @@ def test_post_detectors_rejects_bad_explain_jobs(client):
     bad_hard = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
                                                   "hard_negatives": -1})
     assert bad_hard.status_code == 422 and "hard_negatives" in bad_hard.text
+    bad_share = client.post("/v1/detectors", json={"explain_job_id": _explain_job({"boxes_key": "b"}),
+                                                   "config": {"neg_fraction": 1.0}})
+    assert bad_share.status_code == 422 and "neg_fraction" in bad_share.text
 
 
 def test_post_detectors_queues_a_job_and_the_task_registers_the_model(client, synthetic, monkeypatch):

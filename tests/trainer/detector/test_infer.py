@@ -45,3 +45,6 @@ def test_cli_detect_and_bad_input(trained, synthetic, tmp_path):
     bad = runner.invoke(app, ["train-detector", "--images", str(synthetic["images"]), "--boxes",
                               str(synthetic["boxes"]), "--out", str(tmp_path / "d"), "--hard-negatives", "-1"])
     assert bad.exit_code == 2 and "--hard-negatives" in bad.output and not (tmp_path / "d").exists()
+    bad = runner.invoke(app, ["train-detector", "--images", str(synthetic["images"]), "--boxes",
+                              str(synthetic["boxes"]), "--out", str(tmp_path / "d"), "--neg-fraction", "1"])
+    assert bad.exit_code == 2 and "--neg-fraction" in bad.output and not (tmp_path / "d").exists()
