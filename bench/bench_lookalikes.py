@@ -11,7 +11,7 @@ from another source.
     python bench/bench_lookalikes.py split --bigcats ../shared/data/bigcats --concept lions \\
         --neg ../shared/data/negatives --out /tmp/negs_half
     python bench/bench_lookalikes.py score --bigcats ../shared/data/bigcats --concept lions \\
-        --det /tmp/sweep/base_s0/det /tmp/sweep/hard_s0/det --json /tmp/lookalikes.json
+        --det /tmp/sweep/base_s0 /tmp/sweep/hard10_s0 --json /tmp/lookalikes.json
 """
 
 from __future__ import annotations

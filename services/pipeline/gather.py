@@ -184,7 +184,7 @@ def _first_round_negatives(training: dict) -> dict:
     scored = training.get("negative_scores_by_round") or []
     if not scored or scored[0].get("share_at_0.5") is None:
         return {}
-    return {"negatives_boxed_first_round": scored[0]["share_at_0.5"], "hard_negatives": training.get("hard_negatives")}
+    return {"negatives_boxed_first_round": scored[0]["share_at_0.5"]}
 
 
 def detector_holdout(coco: dict, manifest: dict) -> list[str]:

@@ -54,6 +54,10 @@ GROUP_REPEAT = 1
 # Platt-scale the exported scores on the held-out split against the teacher's boxes
 # (``calibrate.fit_score_calibration``), so a confidence threshold means the same across detectors.
 CALIBRATE = True
+# Share of each epoch's views that are negative photos (``train.TrainConfig.neg_fraction``). 0.4 with the
+# hard-negative draws below boxed held-out pumas 0.28 of the time against 0.50, and missed 10.4% of single lions
+# at conf 0.5 against 6.0% (two seeds; bench/results/detector.md, "Sixteenth session"): an option, not the default.
+NEG_FRACTION = 0.2
 # In self-training rounds, how much more often a negative the last round's detector fires on is drawn into
 # an epoch: ``1 + HARD_NEGATIVES x`` its top score (``selftrain.weigh_negatives``; 0: uniform draws). Three
 # paired seeds, half of each big-cat class held out of training: held-out pumas boxed at conf 0.5 0.65 -> 0.50,

@@ -17,8 +17,8 @@ from labelfree.core import jobs
 from labelfree.core.db import get_session
 from labelfree.core.errors import LabelfreeError, not_found
 from labelfree.core.models import Model
-from labelfree.trainer.detector import (CALIBRATE, EMA, EPOCHS, GROUP_REPEAT, HARD_NEGATIVES, KEEP, MIN_STEPS, PASTE,
-                                        PASTE_MAX, SOFT_CANDIDATES)
+from labelfree.trainer.detector import (CALIBRATE, EMA, EPOCHS, GROUP_REPEAT, HARD_NEGATIVES, KEEP, MIN_STEPS,
+                                        NEG_FRACTION, PASTE, PASTE_MAX, SOFT_CANDIDATES)
 
 router = APIRouter(prefix="/v1/detectors", tags=["detectors"])
 
@@ -38,7 +38,7 @@ class DetectorConfig(BaseModel):
                                                              "epoch that agreed best with the held-out pseudo-boxes")
     paste: float = Field(PASTE, ge=0.0, le=1.0,
                          description="share of training views of an animal given more, cut from one-box photos")
-    neg_fraction: float = Field(0.2, ge=0.0, le=0.9, description="share of each epoch that is negative photos (0.4 "
+    neg_fraction: float = Field(NEG_FRACTION, ge=0.0, le=0.9, description="share of each epoch that is negative photos (0.4 "
                                                                  "boxes fewer look-alikes and misses more animals)")
     paste_max: int = Field(PASTE_MAX, ge=1, le=8, description="animals pasted into one view at most: the first, then "
                                                                "each further one with even odds")

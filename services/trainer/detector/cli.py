@@ -13,7 +13,8 @@ from typing import List, Optional
 import typer
 
 from labelfree.trainer.detector import (BACKBONE_MODE, CALIBRATE, EMA, EPOCHS, GROUP_REPEAT, HARD_NEGATIVES, KEEP,
-                                        KEEP_CHOICES, MIN_STEPS, PASTE, PASTE_COVER, PASTE_MAX, SOFT_CANDIDATES)
+                                        KEEP_CHOICES, MIN_STEPS, NEG_FRACTION, PASTE, PASTE_COVER, PASTE_MAX,
+                                        SOFT_CANDIDATES)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -53,7 +54,7 @@ def train_detector_cmd(
         SOFT_CANDIDATES, "--soft-candidates/--no-soft-candidates",
         help="train on the teacher's ranked candidate boxes too, as soft targets: each centre taught its score "
              "relative to the image's top box (off by default: the labels only)"),
-    neg_fraction: float = typer.Option(0.2, "--neg-fraction", min=0.0, max=0.9,
+    neg_fraction: float = typer.Option(NEG_FRACTION, "--neg-fraction", min=0.0, max=0.9,
                                        help="share of each epoch that is negative photos (0.4 boxes fewer look-alikes "
                                             "and misses more animals at conf 0.5)"),
     mosaic: float = typer.Option(0.0, "--mosaic", min=0.0, max=1.0,

@@ -24,8 +24,8 @@ import torch
 from tqdm import tqdm
 
 from labelfree.core.backbone import load_backbone
-from labelfree.trainer.detector import (BACKBONE_MODE, EMA, EPOCHS, GROUP_REPEAT, KEEP, KEEP_CHOICES, MIN_STEPS, PASTE,
-                                        PASTE_COVER, PASTE_MAX)
+from labelfree.trainer.detector import (BACKBONE_MODE, EMA, EPOCHS, GROUP_REPEAT, KEEP, KEEP_CHOICES, MIN_STEPS,
+                                        NEG_FRACTION, PASTE, PASTE_COVER, PASTE_MAX)
 from labelfree.trainer.detector.boxops import match_ap, top_box_iou
 from labelfree.trainer.detector.data import DetectionDataset, Sample, collate, epoch_order, negatives_per_epoch
 from labelfree.trainer.detector.loss import build_targets, detection_loss
@@ -54,7 +54,7 @@ class TrainConfig:
     out_stride: int = 8
     backbone: str = "efficientnet-lite0"
     backbone_mode: str = "auto"
-    neg_fraction: float = 0.2
+    neg_fraction: float = NEG_FRACTION
     val_fraction: float = 0.1
     max_val: int = 200
     top_k: int = 100
